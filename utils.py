@@ -178,7 +178,7 @@ class PromptBuilder:
         examples: the batch's examples; demos: per example the training indices of its demonstrations
         (least similar first); images: per example its own image feature (1-D float32 array).
         """
-        rows, slot_rows, label_rows, feats = [], [], [], [], []
+        rows, slot_rows, label_rows, feats = [], [], [], []
         for ex, demo_idx, image in zip(examples, demos, images):
             pieces, slots = [], []
             for d in demo_idx:

@@ -1,0 +1,37 @@
+"""Demonstration retrieval: order, ties by file order, self-exclusion."""
+import numpy as np
+
+from retrieval import DemonstrationRetriever, MentionEncoder
+
+
+def examples(pairs):
+    return [{"mention": m, "text": t} for m, t in pairs]
+
+
+def test_least_similar_first_and_ties_by_file_order():
+    train = examples([("a", "t0"), ("b", "t1"), ("a", "t2"), ("c", "t3"), ("a", "t4")])
+    e_a, e_b, e_c = [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]
+    ret = DemonstrationRetriever(np.array([e_a, e_b, e_a, e_c, e_a]), train)
+    # query equal to "a": the three tied "a" rows are the most similar; the later in the file ranks higher
+    assert ret.retrieve(np.array([[2.0, 0.0]]), 4) == [[1, 0, 2, 4]]
+    assert ret.retrieve(np.array([[2.0, 0.0]]), 2) == [[2, 4]]
+    assert ret.retrieve(np.array([[0.0, 1.0]]), 1) == [[3]]
+    assert ret.retrieve(np.array([[0.0, 1.0]]), 0) == [[]]
+
+
+def test_training_query_skips_examples_with_same_mention_and_text():
+    train = examples([("a", "t0"), ("a", "t1"), ("b", "t2"), ("a", "t0")])  # line 3 duplicates line 0
+    ret = DemonstrationRetriever(np.array([[1.0, 0], [1.0, 0], [0.6, 0.8], [1.0, 0]]), train)
+    got = ret.retrieve(np.array([[1.0, 0]]), 2, queries=[train[0]], exclude_self=True)
+    assert got == [[2, 1]]  # both copies of (a, t0) are skipped, the next most similar ones are taken
+
+
+def test_real_encoder_ranks_same_mention_highest(minilm_dir):
+    enc = MentionEncoder(minilm_dir)
+    mentions = ["Paris", "Michael Jordan", "Liverpool", "Paris", "Jordan"]
+    train_emb = enc.encode(mentions)
+    ret = DemonstrationRetriever(train_emb, examples([(m, str(i)) for i, m in enumerate(mentions)]))
+    assert ret.retrieve(enc.encode(["Paris"]), 2) == [[0, 3]]
+    # batched encoding equals one-by-one encoding (padding does not change mean pooling)
+    one = np.concatenate([enc.encode([m]) for m in mentions])
+    np.testing.assert_allclose(train_emb, one, atol=1e-5)

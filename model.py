@@ -92,6 +92,7 @@ class GEMEL(nn.Module):
     def __init__(self, lm, dim_clip, prefix_length):
         super().__init__()
         self.lm = lm
+        lm.requires_grad_(False)  # frozen: nothing of the LM is trained
         self.prefix_length = prefix_length
         self.hidden_size = lm.get_input_embeddings().embedding_dim
         # named `linear` so state_dict keys are weight/bias as in GEMEL's checkpoints; float32 master weights
@@ -165,9 +166,9 @@ def atomic_torch_save(obj, path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

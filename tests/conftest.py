@@ -74,13 +74,13 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
-def tiny_opt(vocab_size, seed=0):
+def tiny_opt(vocab_size, seed=0, init_std=0.02):
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(seed)
     config = OPTConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
                        num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=32,
-                       bos_token_id=2, eos_token_id=2, pad_token_id=1)
+                       bos_token_id=2, eos_token_id=2, pad_token_id=1, init_std=init_std)
     return OPTForCausalLM(config).eval()
 
 

@@ -1,0 +1,183 @@
+"""The fast constrained beam search must give the same names and scores as transformers' generate() + tree processor."""
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+from decoding import (FELL_OFF_TREE_SCORE, PrefixTreeLogitsProcessor, constrained_beam_search, generate_reference,
+                      mask_to_tree)
+
+VOCAB, HIDDEN, EOS = 64, 32, 2
+# Names as token ids: some are prefixes of others ([5] < [5, 9] < [5, 9, 11]), lengths 1 to 6.
+NAMES = [[5], [5, 9], [5, 9, 11], [5, 9, 11, 20, 21, 22], [7, 3, 3, 8], [12, 40, 7], [13], [13, 14],
+         [30, 31], [41], [41, 5, 9], [50, 51, 52, 53, 54], [60, 9], [61]]
+
+
+class StandInTree:
+    """Dict-based stand-in for trie.PrefixTree's decoding interface (states are node ids, -1 = off the tree)."""
+
+    def __init__(self, sequences, eos_token_id):
+        self.eos_token_id = eos_token_id
+        self.children = [{}]
+        for seq in sequences:
+            node = 0
+            for token in seq:
+                if token not in self.children[node]:
+                    self.children[node][token] = len(self.children)
+                    self.children.append({})
+                node = self.children[node][token]
+        self._sequences = [list(s) for s in sequences]
+
+    @classmethod
+    def from_sequences(cls, sequences, eos_token_id):
+        return cls(sequences, eos_token_id)
+
+    def start_state(self):
+        return self.children[0][self.eos_token_id]
+
+    def allowed(self, state):
+        return np.array(sorted(self.children[state]) if state >= 0 else [], dtype=np.int64)
+
+    def advance(self, states, tokens):
+        return np.array([self.children[s].get(int(t), -1) if s >= 0 else -1 for s, t in zip(states, tokens)],
+                        dtype=np.int64)
+
+    def allowed_indices(self, states):
+        pairs = [(row, tok) for row, s in enumerate(states) for tok in self.allowed(int(s))]
+        rows, toks = zip(*pairs) if pairs else ((), ())
+        return np.array(rows, dtype=np.int64), np.array(toks, dtype=np.int64)
+
+    def __contains__(self, sequence):
+        return list(sequence) in self._sequences
+
+
+def make_tree(names):
+    return StandInTree.from_sequences([[EOS] + name + [EOS] for name in names], eos_token_id=EOS)
+
+
+def tiny_lm(arch, seed):
+    """A random tiny LM whose next-token distributions are peaked (large init), so that beams rarely near-tie."""
+    torch.manual_seed(seed)
+    if arch == "opt":
+        config = OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
+                           max_position_embeddings=1024, word_embed_proj_dim=HIDDEN, init_std=0.3,
+                           bos_token_id=EOS, eos_token_id=EOS, pad_token_id=1)
+        return OPTForCausalLM(config).eval()
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         initializer_range=0.3, bos_token_id=1, eos_token_id=EOS, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+def left_padded_prompts(lengths, seed):
+    """Random prompt embeddings (B, T, H), left-padded to the longest; padding holds noise that must be ignored."""
+    gen = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(len(lengths), max(lengths), HIDDEN, generator=gen)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, max(lengths) - length:] = 1
+    return embeds, mask
+
+
+def assert_same(fast, ref):
+    assert fast.tokens == ref.tokens
+    np.testing.assert_allclose(fast.scores, ref.scores, rtol=0, atol=1e-5)
+    assert all(np.isfinite(fast.scores))
+
+
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("num_beams", [1, 5])
+@pytest.mark.parametrize("lengths", [[9], [9, 4, 12, 7]])
+def test_fast_path_equals_generate(arch, seed, num_beams, lengths):
+    lm, tree = tiny_lm(arch, seed), make_tree(NAMES)
+    embeds, mask = left_padded_prompts(lengths, seed)
+    ref = generate_reference(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=8)
+    fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=8)
+    assert_same(fast, ref)
+    for tokens in fast.tokens:  # every answer is a whole stored name
+        assert [EOS] + tokens + [EOS] in tree
+
+
+def test_answers_cover_prefix_names_and_lengths():
+    """The equality test above is only meaningful if the answers vary: several names, of several lengths."""
+    answers = set()
+    for seed in range(3):
+        lm = tiny_lm("opt", seed)
+        embeds, mask = left_padded_prompts([9, 4, 12, 7], seed)
+        answers |= {tuple(t) for t in constrained_beam_search(lm, embeds, mask, make_tree(NAMES)).tokens}
+    assert len(answers) >= 3 and len({len(a) for a in answers}) >= 2
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_names_longer_than_max_new_tokens_are_cut_the_same_way(num_beams):
+    lm, tree = tiny_lm("opt", 3), make_tree([[50, 51, 52, 53, 54], [12, 40, 7], [30, 31]])
+    embeds, mask = left_padded_prompts([6, 10], 3)
+    ref = generate_reference(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=2)
+    fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=2)
+    assert_same(fast, ref)
+
+
+def test_single_name_tree_does_not_crash_or_give_nan():
+    """One name of one token: 5 beams need 10 candidates, most are off the tree and must stay harmless."""
+    lm, tree = tiny_lm("opt", 0), make_tree([[41]])
+    embeds, mask = left_padded_prompts([5, 8], 0)
+    ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=4)
+    fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=4)
+    assert_same(fast, ref)
+    assert fast.tokens == [[41], [41]]
+
+
+@pytest.mark.parametrize("length_offset", [0, 1])
+def test_score_is_sum_of_log_probs_over_length(length_offset):
+    """Rescore each answer by one teacher-forced forward pass of prompt + answer + EOS."""
+    lm, tree = tiny_lm("opt", 1), make_tree(NAMES)
+    embeds, mask = left_padded_prompts([9, 4, 12], 1)
+    out = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8, length_offset=length_offset)
+    for row, (tokens, score) in enumerate(zip(out.tokens, out.scores)):
+        prompt = embeds[row:row + 1, mask[row].bool()]                        # (1, T_real, H)
+        answer = torch.tensor([tokens + [EOS]])                               # (1, A)
+        full = torch.cat([prompt, lm.get_input_embeddings()(answer)], dim=1)  # (1, T_real + A, H)
+        with torch.no_grad():
+            logits = lm(inputs_embeds=full).logits[0, prompt.shape[1] - 1:-1]  # (A, V) predicting the answer
+        total = torch.log_softmax(logits.float(), -1).gather(1, answer.T).sum().item()
+        assert score == pytest.approx(total / (len(tokens) + 1 + length_offset), abs=1e-4)
+
+
+def test_processor_lets_only_eos_through_when_off_the_tree():
+    tree = make_tree([[5, 9]])
+    scores = torch.randn(3, VOCAB)
+    # answers so far: [] (start), [5] (inside), [7] (off the tree)
+    input_ids = torch.tensor([[EOS, EOS], [EOS, 5], [EOS, 7]])[:, :0]
+    processor = PrefixTreeLogitsProcessor(tree)
+    processor(input_ids, scores)  # first call fixes the answer start
+    out = processor(torch.tensor([[5], [5], [7]]), scores)
+    assert not torch.isnan(out).any()
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [9]
+    assert torch.isfinite(out[2]).nonzero().flatten().tolist() == [EOS]
+    assert out[2, EOS].item() == FELL_OFF_TREE_SCORE
+
+
+def test_processor_ignores_a_leading_start_token():
+    """transformers 4.30 put a BOS in front of output generated from inputs_embeds, 5.x does not: same masks."""
+    tree = make_tree(NAMES)
+    scores = torch.randn(2, VOCAB)
+    answers = torch.tensor([[5, 9, 11], [41, 5, 9]])  # (B, steps)
+    without_bos, with_bos = PrefixTreeLogitsProcessor(tree), PrefixTreeLogitsProcessor(tree)
+    bos = torch.full((2, 1), EOS)
+    for step in range(answers.shape[1] + 1):
+        a = without_bos(answers[:, :step], scores)
+        b = with_bos(torch.cat([bos, answers[:, :step]], dim=1), scores)
+        assert torch.equal(a, b)
+        assert torch.isfinite(a).sum().item() > 0
+    assert (without_bos.answer_start, with_bos.answer_start) == (0, 1)
+    # after [5, 9, 11] the name may end or go on to [.., 20]; after [41, 5, 9] only EOS
+    assert torch.isfinite(a[0]).nonzero().flatten().tolist() == [EOS, 20]
+    assert torch.isfinite(a[1]).nonzero().flatten().tolist() == [EOS]
+    assert a[1, EOS].item() == scores[1, EOS].item()
+
+
+def test_tree_with_tokens_beyond_the_vocabulary_is_a_clear_error():
+    tree = make_tree([[VOCAB + 3]])
+    with pytest.raises(ValueError, match="another tokenizer"):
+        mask_to_tree(torch.zeros(1, VOCAB), tree, np.array([tree.start_state()]))

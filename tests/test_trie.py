@@ -127,7 +127,7 @@ def test_prefix_names_single_token_names_and_duplicates():
 
 def test_larger_random_tree_matches_reference():
     rng = np.random.default_rng(0)
-    sequences = [[3, *rng.integers(4, 40, rng.integers(1, 8)).tolist(), 3] for _ in range(3000)]
+    sequences = [[3, *rng.integers(4, 40, rng.integers(1, 8)).tolist(), 3] for _ in range(1000)]
     tree = PrefixTree.from_sequences(sequences, 3)
     assert_matches_reference(tree, sequences, 3)
 

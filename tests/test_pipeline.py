@@ -1,0 +1,53 @@
+"""End to end on CPU: main.py trains a tiny OPT on a tiny dataset, infe.py evaluates what it wrote."""
+import json
+import os
+
+import pytest
+import torch
+
+import infe
+import main as train_script
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_dataset, tiny_opt_dir):
+    out = tmp_path_factory.mktemp("run")
+    common = ["--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny", "--model_name", tiny_opt_dir,
+              "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
+              "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", "3",
+              "--max_new_tokens", "8"]
+    result = train_script.main(common + ["--train_epoch", "2", "--accum_iter", "4", "--do_eval_steps", "10",
+                                         "--lr", "1e-3", "--train_bs", "2"])
+    return {"out": out, "common": common, "result": result, "folder": tiny_dataset["folder"]}
+
+
+def test_main_writes_checkpoint_config_metrics_and_predictions(run):
+    ckpt = run["out"] / "ckpt" / "tiny-opt0_tiny_linear_4token_3examples.pkl"
+    assert ckpt.exists(), os.listdir(run["out"] / "ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    assert set(state) == {"weight", "bias"} and state["weight"].dtype == torch.float16
+    config = json.loads(ckpt.with_suffix(".json").read_text())
+    assert config["ICL_examples_num"] == 3 and config["best_dev_acc"] == run["result"]["best_dev_acc"]
+    rows = [json.loads(line) for line in open(run["out"] / "log" / "tiny-opt0_tiny_linear_4token_3examples.metrics.jsonl")]
+    dev = [r for r in rows if "dev_acc" in r]
+    assert len(dev) == 2  # once at step 10 (of 12 micro-steps), once at the end
+    assert any("train_loss" in r for r in rows) and rows[-1]["test_acc"] == run["result"]["test_acc"]
+    preds = [json.loads(line) for line in open(ckpt.with_suffix(".test.predictions.jsonl"))]
+    assert len(preds) == 3
+    entities = set(open(os.path.join(run["folder"], "entities.txt"), encoding="utf-8").read().split("\n"))
+    for p in preds:
+        assert p["prediction"] in entities  # constrained decoding only lets KB names out
+        assert p["correct"] == (p["prediction"] == p["target"]) and len(p["demonstrations"]) == 3
+    assert run["result"]["test_acc"] == pytest.approx(100.0 * sum(p["correct"] for p in preds) / 3)
+
+
+def test_infe_batched_and_unbatched_agree(run, tmp_path):
+    files = []
+    for bs in ("1", "3"):
+        path = tmp_path / f"bs{bs}.jsonl"
+        infe.main(run["common"] + ["--eval_bs", bs, "--split", "dev", "--predictions_file", str(path)])
+        files.append([json.loads(line) for line in open(path)])
+    assert len(files[0]) == 4  # NIL lines of dev.json were dropped
+    assert [r["prediction"] for r in files[0]] == [r["prediction"] for r in files[1]]
+    for a, b in zip(*files):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)

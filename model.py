@@ -59,6 +59,11 @@ def resolve_model(name):
     print(f"Converting {gguf_file} to a transformers folder at {cached} (once)")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # The weights are already dequantized to float32; drop the GGUF marker so they save as a plain model.
+    lm.hf_quantizer = None
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    lm.config._is_quantized = False
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(cached), prefix=f".{name}-")
     try:

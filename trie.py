@@ -389,8 +389,11 @@ class PrefixTree:
         counts = self._offsets[safe + 1] - starts
         rows = np.repeat(np.arange(len(states)), counts)
         # edge index = the row's first edge + running index within the row
-        edges = np.arange(len(rows)) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
-        return rows, self._edge_key[edges] & _TOKEN_MASK
+        edges = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+        edges += np.arange(len(edges))
+        tokens = self._edge_key.take(edges)
+        tokens &= _TOKEN_MASK  # in place: wide states (the start state) give millions of pairs per step
+        return rows, tokens
 
     def is_complete(self, state: int) -> bool:
         """True when EOS may follow, i.e. a whole name has been read."""

@@ -6,6 +6,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalL
 
 from decoding import (FELL_OFF_TREE_SCORE, PrefixTreeLogitsProcessor, constrained_beam_search, generate_reference,
                       mask_to_tree)
+from trie import PrefixTree
 
 VOCAB, HIDDEN, EOS = 64, 32, 2
 # Names as token ids: some are prefixes of others ([5] < [5, 9] < [5, 9, 11]), lengths 1 to 6.
@@ -13,46 +14,8 @@ NAMES = [[5], [5, 9], [5, 9, 11], [5, 9, 11, 20, 21, 22], [7, 3, 3, 8], [12, 40,
          [30, 31], [41], [41, 5, 9], [50, 51, 52, 53, 54], [60, 9], [61]]
 
 
-class StandInTree:
-    """Dict-based stand-in for trie.PrefixTree's decoding interface (states are node ids, -1 = off the tree)."""
-
-    def __init__(self, sequences, eos_token_id):
-        self.eos_token_id = eos_token_id
-        self.children = [{}]
-        for seq in sequences:
-            node = 0
-            for token in seq:
-                if token not in self.children[node]:
-                    self.children[node][token] = len(self.children)
-                    self.children.append({})
-                node = self.children[node][token]
-        self._sequences = [list(s) for s in sequences]
-
-    @classmethod
-    def from_sequences(cls, sequences, eos_token_id):
-        return cls(sequences, eos_token_id)
-
-    def start_state(self):
-        return self.children[0][self.eos_token_id]
-
-    def allowed(self, state):
-        return np.array(sorted(self.children[state]) if state >= 0 else [], dtype=np.int64)
-
-    def advance(self, states, tokens):
-        return np.array([self.children[s].get(int(t), -1) if s >= 0 else -1 for s, t in zip(states, tokens)],
-                        dtype=np.int64)
-
-    def allowed_indices(self, states):
-        pairs = [(row, tok) for row, s in enumerate(states) for tok in self.allowed(int(s))]
-        rows, toks = zip(*pairs) if pairs else ((), ())
-        return np.array(rows, dtype=np.int64), np.array(toks, dtype=np.int64)
-
-    def __contains__(self, sequence):
-        return list(sequence) in self._sequences
-
-
 def make_tree(names):
-    return StandInTree.from_sequences([[EOS] + name + [EOS] for name in names], eos_token_id=EOS)
+    return PrefixTree.from_sequences([[EOS] + name + [EOS] for name in names], eos_token_id=EOS)
 
 
 def tiny_lm(arch, seed):
@@ -67,6 +30,41 @@ def tiny_lm(arch, seed):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          initializer_range=0.3, bos_token_id=1, eos_token_id=EOS, pad_token_id=0)
     return LlamaForCausalLM(config).eval()
+
+
+def bigram_lm(next_token_probs):
+    """An OPT whose next-token distribution depends only on the current token: {token: {next: prob}}, the rest of
+    each row's mass spread evenly. Attention and MLP outputs and positions are zeroed, token i is embedded as the
+    one-hot e_i, and lm_head is solved so that logits = log-probabilities. The prompt's last embedding picks the
+    first distribution (see `bigram_prompt`)."""
+    width = VOCAB + 8  # > VOCAB so that the layer-normed one-hot embeddings stay linearly independent
+    config = OPTConfig(vocab_size=VOCAB, hidden_size=width, num_hidden_layers=1, ffn_dim=8, num_attention_heads=4,
+                       max_position_embeddings=64, word_embed_proj_dim=width, tie_word_embeddings=False,
+                       bos_token_id=EOS, eos_token_id=EOS, pad_token_id=1)
+    lm = OPTForCausalLM(config).eval()
+    decoder = lm.model.decoder
+    log_probs = torch.full((VOCAB, VOCAB), 0.0)
+    for token in range(VOCAB):
+        probs = next_token_probs.get(token, {})
+        rest = (1.0 - sum(probs.values())) / (VOCAB - len(probs))
+        assert rest > 0, f"probabilities after token {token} must leave some mass for the other tokens"
+        row = torch.full((VOCAB,), rest)
+        row[list(probs)] = torch.tensor(list(probs.values()))
+        log_probs[token] = row.log()
+    with torch.no_grad():
+        for module in (decoder.layers[0].self_attn.out_proj, decoder.layers[0].fc2):
+            module.weight.zero_()
+            module.bias.zero_()
+        decoder.embed_positions.weight.zero_()
+        decoder.embed_tokens.weight.copy_(torch.eye(VOCAB, width))
+        normed = decoder.final_layer_norm(torch.eye(VOCAB, width))  # (V, width) what lm_head sees per token
+        lm.lm_head.weight.copy_(torch.linalg.lstsq(normed, log_probs).solution.T)
+    return lm
+
+
+def bigram_prompt(lm, token):
+    """A one-position prompt whose next-token distribution is the bigram row of `token`."""
+    return lm.get_input_embeddings().weight[token][None, None].detach(), torch.ones(1, 1, dtype=torch.long)
 
 
 def left_padded_prompts(lengths, seed):
@@ -99,6 +97,26 @@ def test_fast_path_equals_generate(arch, seed, num_beams, lengths):
         assert [EOS] + tokens + [EOS] in tree
 
 
+def random_names(rng, count):
+    """Names of 1 to 8 tokens, most of them extending a prefix of an earlier name (shared prefixes, prefix names)."""
+    names = []
+    for _ in range(count):
+        base = names[rng.integers(len(names))][:rng.integers(0, 6)] if names and rng.random() < 0.7 else []
+        names.append(base + rng.integers(3, VOCAB, size=rng.integers(1, 4)).tolist())
+    return names
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_random_trees_and_larger_batches(seed):
+    rng = np.random.default_rng(seed)
+    lm, tree = tiny_lm("opt", seed), make_tree(random_names(rng, 40))
+    embeds, mask = left_padded_prompts(rng.integers(2, 12, size=12).tolist(), seed)
+    for num_beams in (3, 5):
+        ref = generate_reference(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=10)
+        fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=10)
+        assert_same(fast, ref)
+
+
 def test_answers_cover_prefix_names_and_lengths():
     """The equality test above is only meaningful if the answers vary: several names, of several lengths."""
     answers = set()
@@ -116,6 +134,34 @@ def test_names_longer_than_max_new_tokens_are_cut_the_same_way(num_beams):
     ref = generate_reference(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=2)
     fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=2)
     assert_same(fast, ref)
+
+
+def test_only_ends_ranked_in_the_top_beams_finish():
+    """transformers keeps 2K candidates but lets an ending one finish only when ranked in the top K.
+    K=2. Step 1 ranks A-Z (-1.4), A-Y (-1.5), X-EOS (-1.7): X-EOS (-0.85 once normalised, the best score of all)
+    is ranked 3rd, so it is dropped, and the answer is A-Z (-4.4 / 3)."""
+    A, X, Y, Z = 10, 12, 13, 14
+    lm = bigram_lm({EOS: {A: 0.67, X: 0.3}, A: {Z: 0.37, Y: 0.33}, X: {EOS: 0.6}, Z: {EOS: 0.05}, Y: {EOS: 0.05}})
+    tree = make_tree([[X], [A, Z], [A, Y]])
+    ref = generate_reference(lm, *bigram_prompt(lm, EOS), tree, num_beams=2, max_new_tokens=6)
+    fast = constrained_beam_search(lm, *bigram_prompt(lm, EOS), tree, num_beams=2, max_new_tokens=6)
+    assert_same(fast, ref)
+    assert fast.tokens == [[A, Z]]
+
+
+def test_early_stop_heuristic_prunes_a_late_better_name():
+    """early_stopping=False: once all K finished slots are full and the best running beam's score / current length
+    is below the worst finished one, the example stops, even though the long name B..M would have scored
+    -4.6 / 13 = -0.35, better than the answer A-Z (-1.51 / 3 = -0.50)."""
+    A, X, Z, chain = 10, 12, 14, list(range(20, 32))
+    follow = {a: {b: 0.9999} for a, b in zip(chain, chain[1:] + [EOS])}
+    lm = bigram_lm({EOS: {A: 0.5, X: 0.3, chain[0]: 0.01}, A: {EOS: 0.55, Z: 0.44}, X: {EOS: 0.9999},
+                    Z: {EOS: 0.9999}, **follow})
+    tree = make_tree([[A], [X], [A, Z], chain])
+    ref = generate_reference(lm, *bigram_prompt(lm, EOS), tree, num_beams=3, max_new_tokens=16)
+    fast = constrained_beam_search(lm, *bigram_prompt(lm, EOS), tree, num_beams=3, max_new_tokens=16)
+    assert_same(fast, ref)
+    assert fast.tokens == [[A, Z]]
 
 
 def test_single_name_tree_does_not_crash_or_give_nan():
@@ -147,11 +193,9 @@ def test_score_is_sum_of_log_probs_over_length(length_offset):
 def test_processor_lets_only_eos_through_when_off_the_tree():
     tree = make_tree([[5, 9]])
     scores = torch.randn(3, VOCAB)
-    # answers so far: [] (start), [5] (inside), [7] (off the tree)
-    input_ids = torch.tensor([[EOS, EOS], [EOS, 5], [EOS, 7]])[:, :0]
     processor = PrefixTreeLogitsProcessor(tree)
-    processor(input_ids, scores)  # first call fixes the answer start
-    out = processor(torch.tensor([[5], [5], [7]]), scores)
+    processor(torch.zeros((3, 0), dtype=torch.long), scores)  # the first call fixes the answer start
+    out = processor(torch.tensor([[5], [5], [7]]), scores)  # answers [5] twice (inside), [7] (off the tree)
     assert not torch.isnan(out).any()
     assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [9]
     assert torch.isfinite(out[2]).nonzero().flatten().tolist() == [EOS]

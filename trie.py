@@ -8,8 +8,8 @@ Storage, one file (see `save`):
   * a CSR transition table in numpy, used at every decoding step:
       offsets    (num_nodes + 1,)  first edge of each node; the edges of node s are offsets[s]:offsets[s+1]
       edge_key   (num_edges,)      int64 parent << 32 | token, sorted, so `advance` is one np.searchsorted
-      edge_child (num_edges,)      child node of each edge
-    Node ids are in DFS preorder (children in token order), so a node's subtree is a contiguous id range.
+    Node ids are in level order (by depth, then parent, then token), so the child of edge e is node e + 1 and no
+    child array is stored: 12 bytes per node in all.
   * a marisa_trie.Trie over the sequences (each token t becomes one code point, see `_tokens_to_codes`): compact
     membership, enumeration and name recovery. It is loaded lazily since decoding never needs it.
 
@@ -111,11 +111,10 @@ def _pad_sequences(sequences: list) -> tuple[np.ndarray, np.ndarray]:
 class PrefixTree:
     """Compact prefix tree of [EOS] + name + [EOS] token sequences; answers "which tokens may follow this state"."""
 
-    def __init__(self, offsets: np.ndarray, edge_key: np.ndarray, edge_child: np.ndarray, eos_token_id: int,
+    def __init__(self, offsets: np.ndarray, edge_key: np.ndarray, eos_token_id: int,
                  num_names: int, tokenizer: dict | None, marisa_bytes=None, marisa_trie_obj=None, source: str = ""):
         self._offsets = offsets          # (num_nodes + 1,)
         self._edge_key = edge_key        # (num_edges,) int64, sorted
-        self._edge_child = edge_child    # (num_edges,)
         self.eos_token_id = int(eos_token_id)
         self.tokenizer = dict(tokenizer or {})
         self.num_nodes = len(offsets) - 1
@@ -139,7 +138,8 @@ class PrefixTree:
         """Build from full token sequences ([EOS] + name + [EOS]); duplicates are dropped.
 
         Vectorized: pad to a 2-D array, sort the rows, take the longest common prefix (LCP) of neighbours; row i
-        then creates the nodes for its columns lcp[i]:len[i], and numbering them row-major gives DFS preorder.
+        then creates the nodes for its columns lcp[i]:len[i]; numbered row-major they come out in DFS preorder,
+        which gives each row's parent links, and one stable sort by depth turns that into level order.
         """
         sequences = sequences if isinstance(sequences, list) else list(sequences)
         if not sequences:
@@ -192,17 +192,28 @@ class PrefixTree:
             first_parent[needs] = first_id[creator] + depth - lcp[creator]
         node_parent[first_id - 1] = first_parent
 
-        edge_order = np.argsort(node_parent, kind="stable")  # siblings already appear in token order
-        parent_sorted = node_parent[edge_order]
-        edge_key = (parent_sorted << 32) | node_token[edge_order]
+        # renumber in level order: within a depth, preorder is already (parent's order, token) order, so one stable
+        # sort by depth gives ids whose edges, sorted by (parent, token), are exactly children 1, 2, 3, ...: the
+        # child of edge e is node e + 1 and needs no array
+        node_depth = np.zeros(num_nodes, dtype=np.uint8 if width < 2**8 else np.int64)  # root has depth 0
+        node_depth[1:] = np.arange(num_nodes - 1) - np.repeat(first_id - 1 - lcp - 1, new_nodes)
+        level_order = np.argsort(node_depth, kind="stable")  # new id -> preorder id
+        del node_depth
+        new_id = np.empty(num_nodes, dtype=np.int64)
+        new_id[level_order] = np.arange(num_nodes)
+        previous = level_order[1:] - 1                       # preorder index (into node_*) of new nodes 1..
+        parent = new_id[node_parent[previous]]
+        edge_key = (parent << 32) | node_token[previous]
+        del level_order, new_id, previous, node_parent, node_token
+        if len(edge_key) > 1 and not (edge_key[1:] > edge_key[:-1]).all():
+            raise AssertionError("internal error: edge keys are not strictly increasing")
         index_dtype = np.int32 if num_nodes < 2**31 else np.int64
-        edge_child = (edge_order + 1).astype(index_dtype)
         offsets = np.zeros(num_nodes + 1, dtype=np.int64)
-        np.cumsum(np.bincount(parent_sorted, minlength=num_nodes), out=offsets[1:])
+        np.cumsum(np.bincount(parent, minlength=num_nodes), out=offsets[1:])
         offsets = offsets.astype(index_dtype)
-        del edge_order, parent_sorted, node_parent, node_token
+        del parent
 
-        tree = cls(offsets, edge_key, edge_child, eos, n, tokenizer, marisa_trie_obj=marisa)
+        tree = cls(offsets, edge_key, eos, n, tokenizer, marisa_trie_obj=marisa)
         if len(marisa) != n:
             raise AssertionError(f"internal error: {len(marisa)} marisa keys for {n} distinct sequences")
         return tree
@@ -269,11 +280,11 @@ class PrefixTree:
     def save(self, path) -> None:
         """Write the tree to one file, atomically (temp file in the same folder, then os.replace).
 
-        Layout: MAGIC, uint64 header length, JSON header, then 64-byte aligned sections (offsets, edge_key,
-        edge_child, the marisa trie's bytes) whose offsets the header records.
+        Layout: MAGIC, uint64 header length, JSON header, then 64-byte aligned sections (offsets, edge_key, the
+        marisa trie's bytes) whose offsets the header records.
         """
         path = os.fspath(path)
-        arrays = {"offsets": self._offsets, "edge_key": self._edge_key, "edge_child": self._edge_child}
+        arrays = {"offsets": self._offsets, "edge_key": self._edge_key}
         blobs = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
         marisa_bytes = self._marisa_trie().tobytes()
         sections, position = {}, 0
@@ -336,7 +347,7 @@ class PrefixTree:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         start, sections = header["data_start"], header["sections"]
         arrays = {}
-        for name in ("offsets", "edge_key", "edge_child"):
+        for name in ("offsets", "edge_key"):
             section = sections[name]
             dtype, count = np.dtype(section["dtype"]), int(np.prod(section["shape"]))
             offset = start + section["offset"]
@@ -348,7 +359,7 @@ class PrefixTree:
         if marisa_start + marisa["nbytes"] > len(mapped):
             raise ValueError(f"{path}: truncated prefix tree file (section marisa)")
         marisa_view = memoryview(mapped)[marisa_start:marisa_start + marisa["nbytes"]]
-        return cls(arrays["offsets"], arrays["edge_key"], arrays["edge_child"], header["eos_token_id"],
+        return cls(arrays["offsets"], arrays["edge_key"], header["eos_token_id"],
                    header["num_names"], header["tokenizer"], marisa_bytes=marisa_view, source=path)
 
     # ------------------------------------------------------------------------------------------- decoding interface
@@ -373,7 +384,7 @@ class PrefixTree:
         keys[((tokens >> 32) != 0) | (states < 0)] = -1
         positions = np.searchsorted(self._edge_key, keys)
         np.minimum(positions, len(self._edge_key) - 1, out=positions)
-        children = self._edge_child[positions].astype(np.int64)
+        children = positions + 1  # level-order ids: the child of edge e is node e + 1
         children[self._edge_key[positions] != keys] = -1
         return children
 
@@ -383,7 +394,7 @@ class PrefixTree:
         A logits processor builds its mask with one scatter: mask[rows, tokens] = 0.
         """
         states = np.asarray(states, dtype=np.int64).ravel()
-        # off-tree states read the last node, which in preorder is always a leaf (no edges)
+        # off-tree states read the last node, which in level order is always a leaf (no edges)
         safe = np.where(states.astype(np.uint64) < self.num_nodes, states, self.num_nodes - 1)
         starts = self._offsets[safe].astype(np.int64)
         counts = self._offsets[safe + 1] - starts

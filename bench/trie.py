@@ -300,7 +300,7 @@ def worker_trie_use(work: str, repeats: int) -> dict:
     result = time_walks(one_walk, repeats)
     rss_steps = rss_mb() - before
     # page everything in: the worst case once the whole file is resident
-    for array in (tree._offsets, tree._edge_key, tree._edge_child):
+    for array in (tree._offsets, tree._edge_key):
         int(np.asarray(array).sum())
     tree._marisa_trie()
     result.update(load_s=load_s, rss_load_mb=rss_load, rss_steps_mb=rss_steps, rss_all_mb=rss_mb() - before)

@@ -79,6 +79,7 @@ def assert_matches_reference(tree, sequences, eos):
         assert child == states[position[prefixes[row] + (token,)]]
     assert tree.advance(np.array([-1, -1]), np.array([eos, 0])).tolist() == [-1, -1]
     assert tree.advance(np.array([0, 0]), np.array([-1, eos + 2**32])).tolist() == [-1, -1]
+    assert tree.advance(np.array([tree.num_nodes, tree.num_nodes - 1]), np.array([eos, eos])).tolist() == [-1, -1]
     assert tree.allowed(-1).size == 0 and not tree.is_complete(-1)
     assert tree.get([]) == [eos]
 

@@ -1,0 +1,422 @@
+"""prepare.py: every derived file rebuilt from raw inputs (tree, mention embeddings, CLIP features, `all`)."""
+import glob
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import prepare
+from conftest import ENTITIES, TRAIN, write_split
+from trie import PrefixTree, TokenizerMismatchError, tokenizer_info
+from utils import DataError, load_image_features, load_mention_embeddings, load_prefix_tree, load_split
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIP_SIZE = 32  # input resolution of the tiny CLIP
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def dataset(tmp_path, tiny_dataset):
+    """A private copy of the tiny dataset's raw files (splits, entity list, image features), no derived files."""
+    folder = tmp_path / "mini"
+    folder.mkdir()
+    for name in ("train.json", "dev.json", "test.json", "entities.txt", "clip_vit_large_patch14_1024.hdf5"):
+        shutil.copy(os.path.join(tiny_dataset["folder"], name), folder / name)
+    return {"data_dir": str(tmp_path), "dataset": "mini", "folder": str(folder)}
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_dir(tmp_path_factory):
+    """A second, unrelated tokenizer (byte-level BPE trained here on a few sentences), saved as a folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(ENTITIES + [text for text, _, _ in TRAIN], trainer)
+    folder = tmp_path_factory.mktemp("other-tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    """A random 2-layer CLIP vision tower with its (PIL) image processor, saved as a model folder."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=CLIP_SIZE, patch_size=8)
+    CLIPVisionModel(config).eval().save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": CLIP_SIZE},
+                          crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE}).save_pretrained(folder)
+    return str(folder)
+
+
+def random_image(rng, size, mode="RGB"):
+    from PIL import Image
+
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+
+
+GOOD = ["a.jpg", "b.png", "sub/c.jpg", "sub/gray.png", "sub/rgba.png"]
+BAD = {"corrupt.jpg": "unreadable", "truncated.jpg": "truncated", "tiny.png": "tiny"}
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Five good images (RGB, grayscale, RGBA, nested), a corrupt file, a truncated JPEG, a 1x1 image, a .txt."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    random_image(rng, (48, 40)).save(folder / "a.jpg")
+    random_image(rng, (40, 64)).save(folder / "b.png")
+    random_image(rng, (36, 36)).save(folder / "sub" / "c.jpg")
+    random_image(rng, (50, 30), "L").save(folder / "sub" / "gray.png")
+    random_image(rng, (40, 40), "RGBA").save(folder / "sub" / "rgba.png")
+    (folder / "corrupt.jpg").write_bytes(rng.bytes(600))
+    jpeg = io.BytesIO()
+    random_image(rng, (64, 64)).save(jpeg, "JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[:len(jpeg.getvalue()) // 2])
+    random_image(rng, (1, 1)).save(folder / "tiny.png")
+    (folder / "notes.txt").write_text("not an image")
+    return str(folder)
+
+
+def direct_features(clip_dir, paths):
+    """Pooled vision output computed without prepare.py, for comparison."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, CLIPVisionModel
+
+    processor = AutoImageProcessor.from_pretrained(clip_dir, backend="pil")
+    model = CLIPVisionModel.from_pretrained(clip_dir).eval()
+    images = [Image.open(p).convert("RGB") for p in paths]
+    with torch.no_grad():
+        return model(**processor(images=images, return_tensors="pt")).pooler_output.numpy()
+
+
+def stored(path):
+    """{key: vector} of every dataset in an HDF5 file."""
+    out = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def no_temp_files(folder):
+    return not glob.glob(os.path.join(folder, ".*.tmp")) and not glob.glob(os.path.join(folder, "*.parts"))
+
+
+def nested_dict(sequences):
+    root = {}
+    for sequence in sequences:
+        node = root
+        for token in sequence:
+            node = node.setdefault(token, {})
+    return root
+
+
+# ----------------------------------------------------------------------------- trie
+
+def test_trie_from_entity_list_is_found_by_main(dataset, tokenizer_dir, tokenizer, capsys):
+    prepare.main(["trie", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--model_name", tokenizer_dir])
+    fingerprint = tokenizer_info(tokenizer)["fingerprint"]
+    path = os.path.join(dataset["folder"], f"prefix_tree_{fingerprint[:12]}.marisa")
+    assert f"Wrote {path}: {len(ENTITIES)} names" in capsys.readouterr().out
+    tree = PrefixTree.load(path, tokenizer=tokenizer)
+    assert sorted(tree.decode_names(tokenizer)) == sorted(ENTITIES)
+    for name in ENTITIES:  # [EOS] + tokens(name) + [EOS], tokenized without special tokens or a leading space
+        assert [2, *tokenizer(name, add_special_tokens=False).input_ids, 2] in tree
+    # main.py's loader finds this file by fingerprint and builds nothing new
+    before = sorted(os.listdir(dataset["folder"]))
+    assert len(load_prefix_tree(dataset["folder"], tokenizer, tokenizer_dir)) == len(ENTITIES)
+    assert sorted(os.listdir(dataset["folder"])) == before and no_temp_files(dataset["folder"])
+
+
+def test_trie_from_gemel_pickle_for_another_tokenizer(dataset, tokenizer_dir, tokenizer, other_tokenizer_dir,
+                                                      capsys):
+    from transformers import AutoTokenizer
+
+    os.remove(os.path.join(dataset["folder"], "entities.txt"))  # GEMEL ships the tree only, not the names
+    eos = tokenizer.eos_token_id
+    sequences = [[eos, *tokenizer(n, add_special_tokens=False).input_ids, eos] for n in ENTITIES]
+    spelled = [eos, *tokenizer.convert_tokens_to_ids(list("Paris")), eos]  # decodes to "Paris", not its tokens
+    assert spelled not in sequences
+    pickle_file = os.path.join(dataset["folder"], "prefix_tree_opt.pkl")
+    with open(pickle_file, "wb") as f:
+        pickle.dump(nested_dict(sequences + [spelled, [eos, eos]]), f)
+
+    prepare.main(["trie", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--model_name",
+                  other_tokenizer_dir, "--source_model_name", tokenizer_dir])
+    out = capsys.readouterr().out
+    assert "2 paths do not round-trip" in out and "'Paris': stored" in out
+    other = AutoTokenizer.from_pretrained(other_tokenizer_dir)
+    tree = PrefixTree.load(prepare.default_tree_path(dataset["folder"], other), tokenizer=other)
+    assert len(tree) == len(ENTITIES)  # the spelled-out Paris collapses into Paris, the empty name is dropped
+    for name in ENTITIES:
+        assert [other.eos_token_id, *other(name, add_special_tokens=False).input_ids, other.eos_token_id] in tree
+    report = glob.glob(os.path.join(dataset["folder"], "*.not_round_trip.tsv"))
+    assert len(report) == 1 and len(open(report[0]).read().splitlines()) == 3
+    # the recovered names become the folder's entity list, so trees for further LMs build from names
+    names = open(os.path.join(dataset["folder"], "entities.txt"), encoding="utf-8").read().splitlines()
+    assert names == sorted(ENTITIES)
+
+
+def test_trie_from_marisa_tree_needs_the_right_source_tokenizer(dataset, tokenizer_dir, tokenizer,
+                                                                other_tokenizer_dir, capsys):
+    from transformers import AutoTokenizer
+
+    argv = ["trie", "--data_dir", dataset["data_dir"], "--dataset", "mini"]
+    prepare.main(argv + ["--model_name", tokenizer_dir])
+    source = prepare.default_tree_path(dataset["folder"], tokenizer)
+    os.remove(os.path.join(dataset["folder"], "entities.txt"))
+    # the header names a local folder, not a registry model: the user must say which tokenizer built it
+    with pytest.raises(DataError, match="--source_model_name"):
+        prepare.main(argv + ["--model_name", other_tokenizer_dir])
+    with pytest.raises(TokenizerMismatchError, match="prepare.py trie"):
+        prepare.main(argv + ["--model_name", other_tokenizer_dir, "--from_tree", source, "--source_model_name",
+                             other_tokenizer_dir])
+    capsys.readouterr()
+    prepare.main(argv + ["--model_name", other_tokenizer_dir, "--source_model_name", tokenizer_dir])
+    assert "every name round-trips" in capsys.readouterr().out
+    other = AutoTokenizer.from_pretrained(other_tokenizer_dir)
+    tree = load_prefix_tree(dataset["folder"], other, other_tokenizer_dir)
+    assert sorted(tree.decode_names(other)) == sorted(ENTITIES)
+
+
+def test_loader_names_the_prepare_command_when_no_tree_fits(dataset, other_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    os.remove(os.path.join(dataset["folder"], "entities.txt"))
+    with pytest.raises(DataError, match=r"python prepare.py trie --dataset mini --model_name"):
+        load_prefix_tree(dataset["folder"], AutoTokenizer.from_pretrained(other_tokenizer_dir), other_tokenizer_dir)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+def test_embeddings_one_row_per_non_nil_training_line(dataset, minilm_dir, capsys):
+    import params
+    from retrieval import MentionEncoder
+
+    prepare.main(["embeddings", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--simcse_model", minilm_dir,
+                  "--embed_batch_size", "4"])
+    # written exactly where main.py reads it for this dataset (the paper preset's file name)
+    path = params.parse_args(["--data_dir", dataset["data_dir"], "--dataset", "mini"]).ment_embed_file
+    assert f"Wrote {path}" in capsys.readouterr().out and no_temp_files(dataset["folder"])
+    assert os.stat(path).st_mode & 0o777 == prepare.default_file_mode()  # not the temp file's private 0600
+    train = load_split(os.path.join(dataset["folder"], "train.json"))
+    emb = load_mention_embeddings(path, len(train), "train.json")
+    assert emb.shape == (len(TRAIN), 384) and emb.dtype == np.float32
+    expected = MentionEncoder(minilm_dir).encode([m for _, m, _ in TRAIN])  # mean pooling, file order
+    np.testing.assert_allclose(emb, expected, atol=1e-5)
+    paris = [i for i, ex in enumerate(train) if ex["mention"] == "Paris"]
+    assert len(paris) == 3 and all(np.array_equal(emb[paris[0]], emb[i]) for i in paris)  # exact ties
+
+
+def test_atomic_output_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "emb.pkl"
+    path.write_bytes(b"good")
+    with pytest.raises(RuntimeError):
+        with prepare.atomic_output(str(path)) as f:
+            f.write(b"half")
+            raise RuntimeError("crash while writing")
+    assert path.read_bytes() == b"good" and os.listdir(tmp_path) == ["emb.pkl"]
+
+
+# ----------------------------------------------------------------------------- CLIP features
+
+def run_clip(dataset, source, clip_dir, *extra):
+    flag = "--images" if os.path.isdir(source) else "--image_list"
+    return prepare.main(["clip", "--data_dir", dataset["data_dir"], "--dataset", dataset["dataset"], flag, source,
+                         "--clip_model", clip_dir, "--img_feat", "feat.hdf5", "--clip_batch_size", "2",
+                         "--num_workers", "0", *extra])
+
+
+def test_clip_features_and_bad_images(dataset, image_folder, tiny_clip_dir, capsys):
+    run_clip(dataset, image_folder, tiny_clip_dir)
+    out = capsys.readouterr().out
+    path = os.path.join(dataset["folder"], "feat.hdf5")
+    features = stored(path)
+    assert sorted(features) == sorted(GOOD)  # nested keys become HDF5 groups; bad images are not written
+    direct = direct_features(tiny_clip_dir, [os.path.join(image_folder, k) for k in GOOD])
+    np.testing.assert_allclose(np.stack([features[k] for k in GOOD]), direct, atol=1e-5)
+    assert load_image_features(path, ["sub/c.jpg"], 32).shape == (1, 32)
+    assert "8 images listed" in out and "5 computed now" in out
+    assert "3 bad (1 unreadable, 1 truncated, 1 tiny, 0 missing) skipped" in out
+    for key, reason in BAD.items():
+        assert f"{reason:<10} {key}" in out
+    report = open(os.path.join(dataset["folder"], "feat.bad_images.tsv")).read().splitlines()
+    assert sorted(line.split("\t")[:2] for line in report[1:]) == sorted([k, r] for k, r in BAD.items())
+    assert "Ignored 1 file(s)" in out and no_temp_files(dataset["folder"])
+    # the splits' keys (train/0.jpg, ...) are not among these images: the user is told main.py would stop
+    assert "image keys of" in out and "have no feature" in out
+    # a rerun computes nothing and leaves the file as it is
+    before = sha(path)
+    run_clip(dataset, image_folder, tiny_clip_dir)
+    assert "5 already in the file" in capsys.readouterr().out and sha(path) == before
+
+
+def test_clip_default_image_and_image_list(dataset, image_folder, tiny_clip_dir, capsys):
+    from PIL import Image
+
+    list_file = os.path.join(image_folder, "list.tsv")
+    with open(list_file, "w") as f:
+        f.write("https://upload.wikimedia.org/x/A.jpg\ta.jpg\n")  # URL keys (WikiDiverse) hold '//' and ':'
+        f.write(f"broken\t{os.path.join(image_folder, 'corrupt.jpg')}\n")
+        f.write("gone\tno/such/file.jpg\n")
+    run_clip(dataset, list_file, tiny_clip_dir, "--default_image", "black")
+    out = capsys.readouterr().out
+    assert "2 bad (1 unreadable, 0 truncated, 0 tiny, 1 missing) given the features of --default_image black" in out
+    path = os.path.join(dataset["folder"], "feat.hdf5")
+    feats = load_image_features(path, ["https://upload.wikimedia.org/x/A.jpg", "broken", "gone"], 32)
+    np.testing.assert_allclose(feats[0], direct_features(tiny_clip_dir, [os.path.join(image_folder, "a.jpg")])[0],
+                               atol=1e-5)
+    black = os.path.join(image_folder, "black.png")
+    Image.new("RGB", (224, 224)).save(black)
+    np.testing.assert_allclose(feats[1:], np.repeat(direct_features(tiny_clip_dir, [black]), 2, 0), atol=1e-5)
+    with h5py.File(path, "r") as h5:
+        assert h5["broken"].attrs["default_image_for"] == "unreadable"
+        assert "default_image_for" not in h5["https://upload.wikimedia.org/x/A.jpg"].attrs
+
+
+def test_clip_interrupted_run_resumes_without_touching_the_file(dataset, image_folder, tiny_clip_dir, monkeypatch,
+                                                                 tmp_path, capsys):
+    from transformers import CLIPVisionModel
+
+    # a file holding one feature already: an interrupted run must leave it byte-identical
+    list_file = tmp_path / "first.tsv"
+    list_file.write_text(f"a.jpg\t{os.path.join(image_folder, 'a.jpg')}\n")
+    run_clip(dataset, str(list_file), tiny_clip_dir)
+    path = os.path.join(dataset["folder"], "feat.hdf5")
+    before = sha(path)
+
+    original = CLIPVisionModel.forward
+    seen = []
+
+    def forward(self, pixel_values=None, **kwargs):
+        if stop_after is not None and len(seen) == stop_after:
+            raise KeyboardInterrupt
+        seen.append(pixel_values.shape[0])
+        return original(self, pixel_values=pixel_values, **kwargs)
+
+    monkeypatch.setattr(CLIPVisionModel, "forward", forward)
+    stop_after = 1  # killed during the second batch
+    with pytest.raises(KeyboardInterrupt):
+        run_clip(dataset, image_folder, tiny_clip_dir)
+    assert "Rerun the same command to continue" in capsys.readouterr().out
+    assert sha(path) == before and len(glob.glob(path + ".parts/chunk_*.npz")) == 1
+    done_first = sum(seen)
+
+    stop_after, seen[:] = None, []
+    run_clip(dataset, image_folder, tiny_clip_dir)
+    out = capsys.readouterr().out
+    assert f"{done_first} saved by an interrupted run" in out
+    assert sum(seen) == len(GOOD) - 1 - done_first  # only what was missing is computed
+    assert sorted(stored(path)) == sorted(GOOD) and no_temp_files(dataset["folder"])
+
+    monkeypatch.setattr(CLIPVisionModel, "forward", original)
+    clean = dict(dataset, dataset="clean")
+    os.makedirs(os.path.join(dataset["data_dir"], "clean"))
+    run_clip(clean, image_folder, tiny_clip_dir)
+    resumed, fresh = stored(path), stored(os.path.join(dataset["data_dir"], "clean", "feat.hdf5"))
+    for key in GOOD:
+        np.testing.assert_allclose(resumed[key], fresh[key], atol=1e-5)
+
+
+def test_clip_refuses_to_mix_dimensions(dataset, image_folder, tiny_clip_dir):
+    with pytest.raises(DataError, match="dimension 1024, but .* gives 32"):
+        prepare.main(["clip", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--images", image_folder,
+                      "--clip_model", tiny_clip_dir, "--num_workers", "0"])
+
+
+# ----------------------------------------------------------------------------- all
+
+def test_all_builds_only_what_is_missing(tmp_path, tokenizer_dir, minilm_dir, tiny_clip_dir, capsys):
+    from conftest import DEV, TEST
+
+    from PIL import Image
+
+    folder = tmp_path / "fresh"  # raw inputs only: splits, entity list, images
+    folder.mkdir()
+    for split, rows in (("train", TRAIN), ("dev", DEV), ("test", TEST)):
+        write_split(folder / f"{split}.json", rows, split, nil_every=4)
+    (folder / "entities.txt").write_text("\n".join(ENTITIES) + "\n")
+    images = tmp_path / "images"
+    rng = np.random.default_rng(1)
+    for split, rows in (("train", TRAIN), ("dev", DEV), ("test", TEST)):
+        (images / split).mkdir(parents=True)
+        for i in range(len(rows)):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / split / f"{i}.jpg")
+    argv = ["all", "--data_dir", str(tmp_path), "--dataset", "fresh", "--model_name", tokenizer_dir,
+            "--simcse_model", minilm_dir, "--clip_model", tiny_clip_dir, "--img_feat", "feat.hdf5",
+            "--num_workers", "0"]
+
+    assert prepare.main(argv) == 1  # no images given: the other steps run, the missing one is named
+    out = capsys.readouterr().out
+    assert "Could not build: [clip]" in out and "prepare.py clip --data_dir" in out
+    assert prepare.main(argv + ["--images", str(images)]) == 0
+    out = capsys.readouterr().out
+    assert "[trie]" in out and "nothing to do" in out and "19 computed now" in out
+    made = sorted(os.listdir(folder))
+    assert len(glob.glob(str(folder / "prefix_tree_*.marisa"))) == 1
+    assert "SimCSE_train_mention_embeddings.pkl" in made and "feat.hdf5" in made
+    keys = [json.loads(line)["img_url"] for s in ("train", "dev", "test") for line in open(folder / f"{s}.json")
+            if json.loads(line)["golden"] != "NIL"]
+    assert load_image_features(str(folder / "feat.hdf5"), keys, 32).shape == (19, 32)
+
+    stamps = {name: os.path.getmtime(folder / name) for name in made}
+    assert prepare.main(argv) == 0
+    assert capsys.readouterr().out.count("nothing to do") == 3
+    assert {name: os.path.getmtime(folder / name) for name in sorted(os.listdir(folder))} == stamps
+
+
+# ----------------------------------------------------------------------------- the bundled demo
+
+def test_demo_tree_rebuilds_byte_identically(tmp_path):
+    bundled = glob.glob(os.path.join(REPO, "data", "demo", "prefix_tree_*.marisa"))
+    if not bundled:
+        pytest.skip("data/demo has no prefix tree yet; build it with "
+                    "`python prepare.py trie --dataset demo` and this test compares against it")
+    rebuilt = str(tmp_path / "tree.marisa")
+    prepare.main(["trie", "--data_dir", os.path.join(REPO, "data"), "--dataset", "demo", "--model_name",
+                  "smollm2-135m", "--output", rebuilt])
+    expected = prepare.default_tree_path(os.path.join(REPO, "data", "demo"), prepare.load_tokenizer("smollm2-135m"))
+    assert expected in bundled
+    assert open(rebuilt, "rb").read() == open(expected, "rb").read(), (
+        f"{expected} differs from a rebuild from data/demo/entities.txt with the current code; if entities.txt or "
+        f"trie.py's file format changed, regenerate it: `python prepare.py trie --dataset demo`")
+
+
+def test_demo_embeddings_rebuild_identically(tmp_path):
+    import params
+
+    demo = os.path.join(REPO, "data", "demo")
+    bundled = os.path.join(demo, params.DATASET_PRESETS["demo"]["ment_embed_file"])
+    if not os.path.exists(bundled):
+        pytest.skip(f"{bundled} does not exist yet; build it with `python prepare.py embeddings --dataset demo` "
+                    f"and this test compares against it")
+    rebuilt = prepare.build_embeddings(os.path.join(demo, "train.json"), "minilm-l6", str(tmp_path / "e.pkl"),
+                                       device="cpu")
+    with open(bundled, "rb") as f:
+        expected = np.asarray(pickle.load(f))
+    with open(rebuilt, "rb") as f:
+        got = pickle.load(f)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)

@@ -38,6 +38,7 @@ _TOKEN_MASK = np.int64(0xFFFFFFFF)
 _SURROGATE_START, _SURROGATE_SIZE = 0xD800, 0x800
 # token t -> code point t + 1 (0 stays free as padding), shifted past the surrogate block, which UTF-8 cannot hold
 MAX_TOKEN_ID = 0x10FFFF - _SURROGATE_SIZE - 1
+_TILE_MIN_PAIRS = 4096  # allowed_indices tiles one slice instead of gathering when all states agree and it pays off
 _REBUILD_COMMAND = "python prepare.py trie --dataset {folder} --model_name {model}"
 
 
@@ -399,6 +400,9 @@ class PrefixTree:
         starts = self._offsets[safe].astype(np.int64)
         counts = self._offsets[safe + 1] - starts
         rows = np.repeat(np.arange(len(states)), counts)
+        if len(rows) > _TILE_MIN_PAIRS and (safe == safe[0]).all():
+            # the first step of a beam search: every beam at the start state, whose edges are one slice
+            return rows, np.tile(self._edge_key[starts[0]:starts[0] + counts[0]] & _TOKEN_MASK, len(states))
         # edge index = the row's first edge + running index within the row
         edges = np.repeat(starts - (np.cumsum(counts) - counts), counts)
         edges += np.arange(len(edges))

@@ -133,6 +133,16 @@ def test_larger_random_tree_matches_reference():
     assert_matches_reference(tree, sequences, 3)
 
 
+def test_allowed_indices_of_a_wide_state_shared_by_every_beam():
+    # the first decoding step: all beams at the start state, which has thousands of children
+    tree = PrefixTree.from_sequences([[1, token, 1] for token in range(2, 3000)] + [[1, 5, 9, 1]], 1)
+    for states in (np.full(40, tree.start_state()), np.array([tree.start_state()] * 39 + [-1])):
+        rows, tokens = tree.allowed_indices(states)
+        expected = [(row, token) for row, state in enumerate(states) for token in tree.allowed(state).tolist()]
+        assert list(zip(rows.tolist(), tokens.tolist())) == expected
+        assert len(expected) >= 39 * 2998
+
+
 def test_bad_sequences_are_rejected_with_their_index():
     with pytest.raises(ValueError, match="no sequences"):
         PrefixTree.from_sequences([], 2)

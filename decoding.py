@@ -15,7 +15,8 @@ Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sam
   builds the same position_ids / mask and hands them to the model's forward, for OPT and LLaMA alike.
 - Beams: generate() repeats the prompt num_beams times, so the prefill gives num_beams identical rows per example;
   expanding one row's cache and logits (`DynamicCache.batch_repeat_interleave`) gives the same values, up to the
-  float rounding of running the prefill with a smaller batch (about 1e-6 on the logits on CPU float32).
+  float rounding of running the prefill with a smaller batch (about 1e-6 on the logits on CPU float32). Beams are
+  reordered like `DynamicCache.reorder_cache`, skipping the prompt positions, which are equal within an example.
 - Bookkeeping: the loop below repeats transformers' tensor algorithm step by step, in the same float32 operations
   and tensor layouts: log_softmax of the raw logits, then the tree mask (no renormalisation); top 2*num_beams
   candidates over (num_beams * vocab); EOS (or max length) candidates finish only when ranked in the top num_beams;
@@ -26,11 +27,13 @@ Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sam
   at each step the allowed token with the highest raw logit; a row stops at EOS or after max_new_tokens. Its score is
   the same length-normalised sum of log-probabilities as a finished beam's.
 """
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import DynamicLayer
 
 # Score given to EOS in a row whose allowed set is empty (the row fell off the tree, which normal decoding never does):
 # finite so that nothing becomes NaN, low so that such a beam finishes and ranks below every real name.
@@ -135,6 +138,11 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
     return BeamSearchOutput(tokens=tokens, scores=(total / lengths.float()).tolist())
 
 
+def _last_logits_only(lm):
+    """generate() computes only the last position's logits when the model supports it; do the same."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
+
+
 def _prefill(lm, inputs_embeds, attention_mask):
     """Run the prompt once, as generate() does.
 
@@ -142,15 +150,33 @@ def _prefill(lm, inputs_embeds, attention_mask):
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, T)
     mask = None if bool((attention_mask == 1).all()) else attention_mask.long()  # generate() drops an all-ones mask
     out = lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
-             logits_to_keep=1)
+             **_last_logits_only(lm))
     return out.logits[:, -1].float(), out.past_key_values, mask, position_ids[:, -1] + 1
 
 
 def _forward_token(lm, tokens, cache, mask, positions):
     """One decoding step for every row: tokens (N,) at positions (N,); mask (N, past + 1) or None."""
     out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None], past_key_values=cache,
-             use_cache=True, logits_to_keep=1)
+             use_cache=True, **_last_logits_only(lm))
     return out.logits[:, -1].float(), out.past_key_values
+
+
+def _reorder_beams(cache, rows, prompt_length):
+    """cache.reorder_cache(rows), but moving only the generated positions.
+
+    The prompt positions of all beams of an example are copies of one prefill row, and `rows` never leaves its
+    example, so reordering them changes nothing; skipping them saves copying the whole prompt cache every step (on CPU
+    the copy costs more than the forward pass). Falls back to the library's reorder for other cache layer types.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+        cache.reorder_cache(rows)
+        return
+    for layer in layers:
+        if layer.get_seq_length() > prompt_length:  # (N, heads, prompt + generated, head_dim)
+            for states in (layer.keys, layer.values):
+                generated = states[:, :, prompt_length:]
+                generated.copy_(generated.index_select(0, rows))  # index_select: far faster than [rows] on a view
 
 
 def _grow(mask):
@@ -210,6 +236,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
     """Beam search as transformers' `_beam_search` (early_stopping=False), starting from the prefill's last logits."""
     batch_size, vocab_size = logits.shape
     device, eos, beams = logits.device, tree.eos_token_id, num_beams
+    prompt_length = cache.get_seq_length()
     num_candidates = 2 * beams  # transformers keeps (1 + number of EOS ids) * num_beams candidates, at least 2x
     in_top_beams = torch.arange(num_candidates, device=device) < beams  # (2K,) only these may finish
     example_offset = torch.arange(batch_size, device=device)[:, None] * beams  # (B, 1)
@@ -267,7 +294,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
         is_finished = torch.take_along_dim(torch.cat([is_finished, just_finished], dim=1), best, dim=1)
 
         # Move cache rows and tree states to the kept beams' parents, then read their new tokens.
-        cache.reorder_cache(parent_row)
+        _reorder_beams(cache, parent_row, prompt_length)
         states = tree.advance(states[parent_row.cpu().numpy()], running_tokens[:, :, step].reshape(-1).cpu().numpy())
 
         # transformers' heuristic for early_stopping=False: stop an example once its best running beam, normalised

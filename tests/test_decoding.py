@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
+import decoding
 from decoding import (FELL_OFF_TREE_SCORE, PrefixTreeLogitsProcessor, constrained_beam_search, generate_reference,
                       mask_to_tree)
 from trie import PrefixTree
@@ -115,6 +116,17 @@ def test_random_trees_and_larger_batches(seed):
         ref = generate_reference(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=10)
         fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=10)
         assert_same(fast, ref)
+
+
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_partial_cache_reorder_equals_the_library_reorder(arch, monkeypatch):
+    """Skipping the prompt positions when reordering beams gives bit-identical results to DynamicCache.reorder_cache."""
+    lm, tree = tiny_lm(arch, 0), make_tree(NAMES)
+    embeds, mask = left_padded_prompts([9, 4, 12, 7], 0)
+    fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
+    monkeypatch.setattr(decoding, "_reorder_beams", lambda cache, rows, prompt_length: cache.reorder_cache(rows))
+    library = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
+    assert fast == library
 
 
 def test_answers_cover_prefix_names_and_lengths():

@@ -48,11 +48,26 @@ class BeamSearchOutput:
     scores: list[float]       # its length-normalised score
 
 
+class Unconstrained:
+    """Stands in for a PrefixTree when decoding is not constrained (--no-use_prefix_tree): every token is allowed."""
+
+    def __init__(self, eos_token_id):
+        self.eos_token_id = eos_token_id
+
+    def start_state(self):
+        return 0
+
+    def advance(self, states, tokens):
+        return np.zeros(len(tokens), dtype=np.int64)
+
+
 def mask_to_tree(scores, tree, states):
     """Keep in each row of `scores` (N, V) only the tokens the tree allows after that row's state (N,); others -inf.
 
     A row with nothing allowed (state -1 or a leaf) gets only EOS, at FELL_OFF_TREE_SCORE. One scatter for the batch.
     """
+    if isinstance(tree, Unconstrained):
+        return scores
     num_rows, vocab_size = scores.shape
     rows, tokens = (np.asarray(a, dtype=np.int64) for a in tree.allowed_indices(np.asarray(states, dtype=np.int64)))
     if len(tokens) and int(tokens.max()) >= vocab_size:
@@ -111,7 +126,7 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
     would apply to this path only; OPT's and LLaMA's configs have none.
     """
     eos = tree.eos_token_id
-    processor = PrefixTreeLogitsProcessor(tree)
+    processor = PrefixTreeLogitsProcessor(tree)  # with Unconstrained, it only records the answer start
     settings = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, num_return_sequences=1,
                     eos_token_id=eos, pad_token_id=eos, return_dict_in_generate=True, output_scores=True,
                     repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0)

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 import params
+from decoding import Unconstrained
 from model import GEMEL, load_checkpoint, load_lm, pick_device, pick_dtype
 from retrieval import DemonstrationRetriever, MentionEncoder
 from utils import (PromptBuilder, image_key, length_bucketed_batches, load_image_features,
@@ -34,7 +35,7 @@ class Experiment:
     model: GEMEL
     tokenizer: object
     builder: PromptBuilder
-    tree: object          # trie.PrefixTree or None without --use_prefix_tree
+    tree: object          # trie.PrefixTree, or decoding.Unconstrained with --no-use_prefix_tree
     splits: dict
 
 
@@ -86,9 +87,10 @@ def load_experiment(args, split_names):
     for name in split_names:
         builder.prepare(examples[name])
         splits[name] = Split(name, examples[name], demos[name], features_of(examples[name]))
-    tree = None
     if args.use_prefix_tree:
         tree = load_prefix_tree(args.dataset_dir, tokenizer, args.model_name, args.trie_file)
+    else:
+        tree = Unconstrained(tokenizer.eos_token_id)
     return Experiment(model, tokenizer, builder, tree, splits)
 
 

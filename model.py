@@ -137,14 +137,21 @@ class GEMEL(nn.Module):
                                ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, batch, tree, num_beams, max_new_tokens, decoding="fast"):
-        """Best name per example of a left-padded batch (token ids without EOS, and scores)."""
+    def generate(self, batch, tree, num_beams, max_new_tokens, decoding="fast", length_offset=1):
+        """Best name per example of a left-padded batch (token ids without EOS, and scores).
+
+        length_offset=1 scores a finished name as GEMEL's original did under transformers 4.30 (log-probability sum
+        over answer length + 1); the "reference" path uses the installed transformers' own normalisation.
+        """
         import decoding as dec
 
         inputs_embeds = self.embed(batch)
         mask = batch.attention_mask.to(inputs_embeds.device)
-        search = dec.constrained_beam_search if decoding == "fast" else dec.generate_reference
-        return search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        if decoding == "reference":
+            return dec.generate_reference(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
+                                          max_new_tokens=max_new_tokens)
+        return dec.constrained_beam_search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
+                                           max_new_tokens=max_new_tokens, length_offset=length_offset)
 
 
 # ----------------------------------------------------------------------------- GEMEL's checkpoint format

@@ -249,7 +249,7 @@ ENTITY_LIST = "entities.txt"
 
 def read_entity_names(path):
     with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+        return [line.rstrip("\r\n") for line in f if line.strip()]
 
 
 def load_prefix_tree(dataset_dir, tokenizer, model_name, trie_file=None):

@@ -51,3 +51,16 @@ def test_infe_batched_and_unbatched_agree(run, tmp_path):
     assert [r["prediction"] for r in files[0]] == [r["prediction"] for r in files[1]]
     for a, b in zip(*files):
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_reference_decoding_and_unconstrained_decoding_run(run, tmp_path):
+    entities = set(open(os.path.join(run["folder"], "entities.txt"), encoding="utf-8").read().split("\n"))
+    ref = tmp_path / "ref.jsonl"
+    infe.main(run["common"] + ["--split", "dev", "--decoding", "reference", "--predictions_file", str(ref)])
+    assert all(json.loads(line)["prediction"] in entities for line in open(ref))
+    free = tmp_path / "free.jsonl"
+    infe.main(run["common"] + ["--split", "dev", "--no-use_prefix_tree", "--max_new_tokens", "3",
+                               "--predictions_file", str(free)])
+    rows = [json.loads(line) for line in open(free)]
+    # without the tree a random tiny LM writes arbitrary tokens, not KB names
+    assert len(rows) == 4 and not all(r["prediction"] in entities for r in rows)

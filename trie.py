@@ -309,6 +309,9 @@ class PrefixTree:
                     handle.write(memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else payload)
                 handle.flush()
                 os.fsync(handle.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(handle.name, 0o666 & ~umask)  # NamedTemporaryFile is private (0600); a tree is a shared asset
             os.replace(handle.name, path)
         except BaseException:
             if os.path.exists(handle.name):

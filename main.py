@@ -74,6 +74,9 @@ def train(args, exp):
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["progress"]
+        torch.set_rng_state(saved["torch_rng"])  # LM dropout draws continue exactly where they stopped
+        if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         print(f"Resumed from {state_file} at step {state['global_step']}")
 
     trainable, frozen = model.parameter_counts()
@@ -146,7 +149,9 @@ def train(args, exp):
 
 def save_train_state(path, model, optimizer, scheduler, progress):
     atomic_torch_save({"linear": model.linear.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "progress": dict(progress)}, path)
+                       "scheduler": scheduler.state_dict(), "progress": dict(progress),
+                       "torch_rng": torch.get_rng_state(),
+                       "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, path)
 
 
 def main(argv=None):

@@ -43,7 +43,7 @@ DATASET_PRESETS = {
         "simcse_model": "minilm-l6",
         "ment_embed_file": "minilm-l6_train_mention_embeddings.pkl",
         "train_epoch": 1,
-        "ICL_examples_num": 8,
+        "ICL_examples_num": 4,
         "accum_iter": 8,
         "do_eval_steps": 1000,
         "lr": 1e-4,

@@ -64,3 +64,36 @@ def test_reference_decoding_and_unconstrained_decoding_run(run, tmp_path):
     rows = [json.loads(line) for line in open(free)]
     # without the tree a random tiny LM writes arbitrary tokens, not KB names
     assert len(rows) == 4 and not all(r["prediction"] in entities for r in rows)
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_dataset, tiny_opt_dir, monkeypatch):
+    def args(out):
+        return ["--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny", "--model_name", tiny_opt_dir,
+                "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
+                "--ckpt_dir", str(out), "--log_dir", str(out), "--ICL_examples_num", "2", "--max_new_tokens", "4",
+                "--train_epoch", "1", "--accum_iter", "2", "--do_eval_steps", "4", "--lr", "1e-3", "--no-do_test"]
+
+    train_script.main(args(tmp_path / "whole"))
+
+    calls = {"n": 0}
+    real_evaluate = train_script.evaluate
+
+    def crash_on_second_eval(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash at step 8")
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(train_script, "evaluate", crash_on_second_eval)
+    with pytest.raises(KeyboardInterrupt):
+        train_script.main(args(tmp_path / "crashed"))
+    monkeypatch.setattr(train_script, "evaluate", real_evaluate)
+    state_name = "tiny-opt0_tiny_linear_4token_2examples.train_state.pt"
+    assert torch.load(tmp_path / "crashed" / state_name, weights_only=False)["progress"]["global_step"] == 4
+    train_script.main(args(tmp_path / "crashed") + ["--resume"])
+
+    whole = torch.load(tmp_path / "whole" / state_name, weights_only=False)
+    resumed = torch.load(tmp_path / "crashed" / state_name, weights_only=False)
+    assert resumed["progress"]["global_step"] == whole["progress"]["global_step"] == 12
+    for key in ("weight", "bias"):
+        torch.testing.assert_close(resumed["linear"][key], whole["linear"][key], rtol=0, atol=0)

@@ -19,20 +19,27 @@ so that ratios are fair:
 
 Prints a table and writes JSON to bench/results/pipeline.json (or --out).
 
-Timing: both paths of a configuration run alternately (straightforward, fast, straightforward, ...) after one untimed
-warm-up batch each, and the best of --repeats passes is kept, so load from other processes hurts both alike.
-Length normalisation: transformers 5.x divides a beam's summed log-probabilities by the generated length, so the fast
-path runs with length_offset=0 (model.GEMEL.generate's default); in float32 the two paths must agree on every example.
+Timing: both paths of a configuration run alternately (straightforward, fast, straightforward, ...) after an untimed
+warm-up each, and the best of --repeats passes is kept, so load from other processes hurts both alike. One torch thread
+by default (--threads): on a shared 2-core machine a second OpenMP thread waiting for a busy core makes every small op
+cost a scheduler time slice.
+Length normalisation: transformers 5.x divides a beam's summed log-probabilities by the generated length, while
+GEMEL.generate defaults to length + 1 (the original under transformers 4.30); the fast path is run with length_offset=0
+so that, in float32, the two paths must agree on every example. Speed does not depend on it.
 
-Memory: on CPU, torch's allocations are invisible to tracemalloc, so each (configuration, path) runs again in a fresh
-subprocess on the same batches (the longest ones): after building the model and a small priming forward pass, freed
-heap is returned to the OS (malloc_trim), the kernel's peak-RSS mark is reset (/proc/self/clear_refs), and the figure
-is VmHWM - VmRSS: the memory the work itself adds on top of the model and data. On CUDA it is
-torch.cuda.max_memory_allocated() minus the memory allocated before the work, in this process.
+Memory: on CPU, torch's allocations are invisible to tracemalloc, so all phases of a configuration run again in one fresh
+subprocess on the longest batches: per phase, a one-example warm-up, then freed heap is returned to the OS
+(malloc_trim), the kernel's peak-RSS mark is reset (/proc/self/clear_refs), and the figure is VmHWM - VmRSS around the
+batch: the memory the work adds on top of the model and data. On CUDA it is torch.cuda.max_memory_allocated() minus
+the memory allocated before the batch, in this process.
 
-GPU utilisation (--device cuda): the FLOPs of one fast pass are counted by torch.utils.flop_counter (matmuls and, on
-CUDA, attention kernels; frozen-weight backward passes count the input gradients only, as executed), divided by the
-best pass time, and compared with the GPU's dense half-precision peak (--peak_tflops, or a table of known GPUs).
+GPU utilisation (--gpu_model): the FLOPs of one fast pass are counted by torch.utils.flop_counter (matmuls and, on
+CUDA, the attention kernels; on CPU its SDPA kernel is not counted; backward passes through the frozen LM count the
+input gradients only, as executed), divided by the best pass time, and compared with the GPU's dense half-precision
+peak (--peak_tflops, or a table of known GPUs).
+
+--profile adds, per configuration, a cProfile breakdown (cumulative seconds of collate, embed, prefill, beam search
+and its parts) and the top torch ops of each evaluation path.
 """
 from __future__ import annotations
 
@@ -513,7 +520,8 @@ def profile_pass(fn, points):
 
 def print_profile(name, profiles):
     for path, prof in profiles.items():
-        print(f"   profile of one {path} evaluation pass ({prof['seconds_under_cprofile']:.2f} s under cProfile):")
+        print(f"   profile of the {path} path on {prof['examples']} examples ({prof['seconds_under_cprofile']:.2f} s "
+              f"under cProfile):")
         for label, seconds in prof["cumulative_s"].items():
             print(f"      {label:<42} {seconds:8.3f} s  {100 * seconds / prof['seconds_under_cprofile']:5.1f}%")
         print("      top torch ops (self CPU): " + ", ".join(f"{o['op']} {o['self_cpu_s']:.3f} s"
@@ -568,11 +576,14 @@ def run_config(config, data, args, device, workdir, tree_file):
     print(f"   eval: fast {eval_sps['fast']:.2f}/s, straightforward {eval_sps['straightforward']:.2f}/s "
           f"(x{result['eval']['speedup']:.1f}), agreement {agree}/{config.straight_dev}", flush=True)
     if args.profile:
+        # on the first 32 (fast) and 8 (straightforward) examples: enough to see the shares, and SmolLM2 stays short
+        fast_part, straight_part = head(dev, min(config.dev, 32)), head(dev, min(config.straight_dev, 8))
         result["profile"] = {
-            "fast": profile_pass(lambda: fast_eval(model, builder, tokenizer, dev, tree, args.eval_bs),
-                                 PROFILE_POINTS["fast"]),
-            "straightforward": profile_pass(lambda: straightforward_eval(
-                model, builder, tokenizer, straight_dev, nested, config.straight_dev), PROFILE_POINTS["straightforward"])}
+            "fast": dict(profile_pass(lambda: fast_eval(model, builder, tokenizer, fast_part, tree, args.eval_bs),
+                                      PROFILE_POINTS["fast"]), examples=len(fast_part.examples)),
+            "straightforward": dict(profile_pass(lambda: straightforward_eval(
+                model, builder, tokenizer, straight_part, nested, len(straight_part.examples)),
+                PROFILE_POINTS["straightforward"]), examples=len(straight_part.examples))}
         print_profile(config.name, result["profile"])
 
     # ---- training

@@ -30,7 +30,8 @@ so that, in float32, the two paths must agree on every example. Speed does not d
 Memory: on CPU, torch's allocations are invisible to tracemalloc, so all phases of a configuration run again in one fresh
 subprocess on the longest batches: per phase, a one-example warm-up, then freed heap is returned to the OS
 (malloc_trim), the kernel's peak-RSS mark is reset (/proc/self/clear_refs), and the figure is VmHWM - VmRSS around the
-batch: the memory the work adds on top of the model and data. On CUDA it is torch.cuda.max_memory_allocated() minus
+batch: the memory the work adds on top of the model and data. The subprocess runs with MALLOC_MMAP_THRESHOLD_=65536 so
+that RSS follows live tensors (repeat runs agree within 1 MB; with glibc's adaptive threshold they varied by 30%). On CUDA it is torch.cuda.max_memory_allocated() minus
 the memory allocated before the batch, in this process.
 
 GPU utilisation (--gpu_model): the FLOPs of one fast pass are counted by torch.utils.flop_counter (matmuls and, on
@@ -444,7 +445,10 @@ def measure_memory(config, data, model, dtype_name, dev, train, args, device, wo
                     "linear": model.linear.state_dict(), "tree_file": tree_file, "jobs": jobs,
                     "threads": torch.get_num_threads()}, job_path)
         command = [sys.executable, os.path.abspath(__file__), "--memory_job", job_path]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        # A fixed mmap threshold gives every tensor above 64 KiB its own mapping, unmapped on free, so RSS follows the
+        # live tensors; with glibc's adaptive threshold the same measurement varied by +-30% from run to run.
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"memory worker failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
         peaks = json.loads(done.stdout.strip().splitlines()[-1])
@@ -774,8 +778,9 @@ def main(argv=None):
               "transformers": __import__("transformers").__version__, "repeats": args.repeats,
               "memory_method": ("CUDA: max_memory_allocated - memory_allocated before the batch, in this process"
                                 if device.type == "cuda" else
-                                "CPU: fresh subprocess per configuration; per phase a one-example warm-up, then "
-                                "malloc_trim + /proc/self/clear_refs, and VmHWM - VmRSS around the batch"),
+                                "CPU: fresh subprocess per configuration (MALLOC_MMAP_THRESHOLD_=65536); per phase a "
+                                "one-example warm-up, then malloc_trim + /proc/self/clear_refs, and VmHWM - VmRSS "
+                                "around the batch"),
               "seconds_total": time.perf_counter() - started, "targets": checks, "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     temporary = args.out + ".tmp"

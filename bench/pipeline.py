@@ -27,11 +27,12 @@ Length normalisation: transformers 5.x divides a beam's summed log-probabilities
 GEMEL.generate defaults to length + 1 (the original under transformers 4.30); the fast path is run with length_offset=0
 so that, in float32, the two paths must agree on every example. Speed does not depend on it.
 
-Memory: on CPU, torch's allocations are invisible to tracemalloc, so all phases of a configuration run again in one fresh
-subprocess on the longest batches: per phase, a one-example warm-up, then freed heap is returned to the OS
+Memory: on CPU, torch's allocations are invisible to tracemalloc, so all phases of a configuration run again in one
+fresh subprocess on the longest batches: per phase, a one-example warm-up, then freed heap is returned to the OS
 (malloc_trim), the kernel's peak-RSS mark is reset (/proc/self/clear_refs), and the figure is VmHWM - VmRSS around the
 batch: the memory the work adds on top of the model and data. The subprocess runs with MALLOC_MMAP_THRESHOLD_=65536 so
-that RSS follows live tensors (repeat runs agree within 1 MB; with glibc's adaptive threshold they varied by 30%). On CUDA it is torch.cuda.max_memory_allocated() minus
+that RSS follows live tensors (repeat runs agree within 1 MB; with glibc's adaptive threshold they varied by 30%).
+On CUDA it is torch.cuda.max_memory_allocated() minus
 the memory allocated before the batch, in this process.
 
 GPU utilisation (--gpu_model): the FLOPs of one fast pass are counted by torch.utils.flop_counter (matmuls and, on
@@ -110,7 +111,7 @@ class Config:
 # ----------------------------------------------------------------------------------------------- data and models
 
 def load_tokenizer():
-    """The real SmolLM2 tokenizer: from the cached transformers folder when model.resolve_model made one, else the GGUF."""
+    """The real SmolLM2 tokenizer: from the transformers folder model.resolve_model caches, else from the GGUF."""
     from transformers import AutoTokenizer
 
     cache_root = os.environ.get("GEMEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gemel"))
@@ -255,7 +256,7 @@ def straightforward_loss(model, batch):
 
 
 def straightforward_train(model, builder, split, count, accum):
-    """One pass over `count` examples at batch 1, an optimizer step every `accum` examples (as gradient accumulation)."""
+    """One pass over `count` examples at batch 1, an optimizer step every `accum` examples (gradient accumulation)."""
     optimizer = make_optimizer(model)
     model.train()
     for i in range(count):
@@ -308,7 +309,8 @@ def fast_train(model, builder, split, train_bs, seed=0):
 
 
 def make_optimizer(model):
-    groups = [{"params": [model.linear.weight], "weight_decay": 0.01}, {"params": [model.linear.bias], "weight_decay": 0}]
+    groups = [{"params": [model.linear.weight], "weight_decay": 0.01},
+              {"params": [model.linear.bias], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=1e-4, eps=1e-6)
 
 
@@ -607,7 +609,8 @@ def run_config(config, data, args, device, workdir, tree_file):
         "fast": (lambda: fast_train(model, builder, train, args.train_bs), None),
     }, repeats, device)
     model.linear.load_state_dict(initial)
-    train_sps = {"fast": config.train / best["fast"], "straightforward": config.straight_train / best["straightforward"]}
+    train_sps = {"fast": config.train / best["fast"],
+                 "straightforward": config.straight_train / best["straightforward"]}
     result["train"] = {"examples": {"fast": config.train, "straightforward": config.straight_train},
                        "seconds": best, "samples_per_s": train_sps,
                        "speedup": train_sps["fast"] / train_sps["straightforward"],
@@ -737,9 +740,9 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="also profile one evaluation pass of each path (cProfile breakdown + top torch ops)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads. Default 1: on a shared machine a second OpenMP thread that waits for a "
-                             "busy core turns every small op into a scheduler time slice (measured: a 32-wide linear "
-                             "took 8 ms with 2 threads next to another job, 20 us with 1)")
+                        help="torch CPU threads. Default 1: on a shared machine a second OpenMP thread that waits "
+                             "for a busy core turns every small op into a scheduler time slice (measured: a 32-wide "
+                             "linear took 8 ms with 2 threads next to another job, 20 us with 1)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "pipeline.json"), help="JSON results")
     parser.add_argument("--memory_job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

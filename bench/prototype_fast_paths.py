@@ -1,18 +1,19 @@
-"""Prototype (not used by the project): changes to the fast paths of decoding.py and model.py, measured on the demo data.
+"""Prototype (not used by the project): changes to the fast paths of decoding.py and model.py, measured on demo data.
 
-The benchmark (bench/pipeline.py) showed the fast evaluation path at about 2.4x the straightforward one on the tiny
+The benchmark (bench/pipeline.py) showed the fast evaluation path at about 2x the straightforward one on the tiny
 OPT at 16 demonstrations, and a profile of it puts the time in (1) the prefill's attention and (2) work over the whole
 vocabulary at every decoding step. This script patches the project's functions in memory, one change at a time (the
 project's files are untouched), and measures:
 
-  unpadded prefill   `_prefill` runs each example's prompt alone (no padding, so SDPA takes its causal path without a
-                     mask, which skips the upper triangle; with a padding mask the CPU kernel computes every block), then
-                     left-pads the per-example caches into the batch cache the decoding loop expects. The logits are
-                     then exactly those of a batch-1 prefill, as in transformers' generate() one example at a time.
-  sparse candidates  `_beam_search` picks the top 2K candidates from the tree's allowed (beam, token) pairs only, instead
-                     of masking a (B*K, V) tensor, adding the running scores to all of it and running top-k over K*V
-                     entries per example. log_softmax stays over the whole vocabulary (the normaliser needs it), so
-                     every candidate's score is the same float as before; only the candidate set handed to top-k shrinks.
+  unpadded prefill   `_prefill` runs each example's prompt alone (no padding, so SDPA takes its causal path
+                     without a mask, which skips the upper triangle; with a padding mask the CPU kernel computes every
+                     block), then left-pads the per-example caches into the batch cache the decoding loop expects.
+                     The logits are then exactly those of a batch-1 prefill, as in transformers' generate() one
+                     example at a time.
+  sparse candidates  `_beam_search` picks the top 2K candidates from the tree's allowed (beam, token) pairs only,
+                     instead of masking a (B*K, V) tensor, adding the running scores to all of it and running top-k
+                     over K*V entries per example. log_softmax stays over the whole vocabulary (the normaliser needs
+                     it), so every candidate's score is the same float as before; only the set handed to top-k shrinks.
   gathered targets   (training) GEMEL.forward asks the LM for logits at positions first..last of the whole batch
                      (`logits_to_keep`, one range for every row): with right padding and prompts of different lengths
                      that range spans the spread of prompt lengths in the batch, mostly non-target positions. Instead,

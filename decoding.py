@@ -40,6 +40,10 @@ from transformers.cache_utils import DynamicLayer
 FELL_OFF_TREE_SCORE = -1.0e4
 # transformers' beam-search sentinel for "not a candidate" (added, never multiplied, so -inf stays -inf).
 _NOT_A_CANDIDATE = -1.0e9
+# Fast-path tuning; none of these changes a result (tests/test_decoding.py checks each setting against the others).
+PREFILL_EACH_ON = ("cpu",)  # devices where a padded batch is prefilled one unpadded prompt at a time (see _prefill)
+DENSE_CANDIDATES_ABOVE = 0.25  # share of allowed (row, token) pairs above which V-wide top-k is cheaper than packing
+RETIRE_AT = 0.25  # share of an in-flight batch whose results are final at which those examples leave it
 
 
 @dataclass
@@ -68,16 +72,25 @@ def mask_to_tree(scores, tree, states):
     """
     if isinstance(tree, Unconstrained):
         return scores
-    num_rows, vocab_size = scores.shape
+    rows, tokens = _allowed_pairs(tree, states, scores.shape[1])
+    return _mask_from_pairs(scores, rows, tokens, tree.eos_token_id)
+
+
+def _allowed_pairs(tree, states, vocab_size):
+    """The tree's allowed (row, token) pairs for `states`, as int64 arrays in (row, token) order."""
     rows, tokens = (np.asarray(a, dtype=np.int64) for a in tree.allowed_indices(np.asarray(states, dtype=np.int64)))
     if len(tokens) and int(tokens.max()) >= vocab_size:
         raise ValueError(f"the prefix tree holds token id {int(tokens.max())} but the LM has only {vocab_size} "
                          f"logits: the tree was built with another tokenizer; rebuild it for this LM")
-    allowed = torch.zeros((num_rows, vocab_size), dtype=torch.bool, device=scores.device)
+    return rows, tokens
+
+
+def _mask_from_pairs(scores, rows, tokens, eos_token_id):
+    allowed = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     allowed[torch.from_numpy(rows).to(scores.device), torch.from_numpy(tokens).to(scores.device)] = True
     masked = scores.masked_fill(~allowed, float("-inf"))
     fell_off = ~allowed.any(dim=-1)  # (N,)
-    masked[:, tree.eos_token_id] = torch.where(fell_off, FELL_OFF_TREE_SCORE, masked[:, tree.eos_token_id])
+    masked[:, eos_token_id] = torch.where(fell_off, FELL_OFF_TREE_SCORE, masked[:, eos_token_id])
     return masked
 
 
@@ -158,15 +171,145 @@ def _last_logits_only(lm):
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
 
 
-def _prefill(lm, inputs_embeds, attention_mask):
-    """Run the prompt once, as generate() does.
+class _BeamLayer(DynamicLayer):
+    """A cache layer whose rows are beams, with room for the answer: a decoding step writes in place.
 
-    Returns the last logits (B, V) float32, the cache, the mask (None when all ones) and the next positions (B,)."""
-    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, T)
-    mask = None if bool((attention_mask == 1).all()) else attention_mask.long()  # generate() drops an all-ones mask
+    DynamicLayer concatenates the whole cache at every step (on CPU up to 40 % of a step, mostly page faults on the
+    new tensor); here `keys`/`values` are views of preallocated buffers (rows, heads, prompt + max_new, head_dim).
+    """
+
+    def __init__(self, key_buffer, value_buffer, length):
+        super().__init__()
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.dtype, self.device = key_buffer.dtype, key_buffer.device
+        self.is_initialized = True
+        self._set_length(length)
+
+    def _set_length(self, length):
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start = self.keys.shape[2]
+        end = start + key_states.shape[2]
+        if end > self.key_buffer.shape[2]:
+            raise RuntimeError(f"beam cache full: {self.key_buffer.shape[2]} positions, {end} needed")
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
+        self._set_length(end)
+        return self.keys, self.values
+
+    def reorder_answer(self, rows, prompt_length):
+        """Rows take the generated positions of `rows`; prompt positions are equal within an example (see below)."""
+        for states in (self.keys, self.values):
+            generated = states[:, :, prompt_length:]
+            generated.copy_(generated.index_select(0, rows))
+
+    def batch_select_indices(self, indices):
+        """Keep (or reorder to) these rows: the library's batch operations act on the whole buffers."""
+        length = self.keys.shape[2]
+        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.device))
+        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.device))
+        self._set_length(length)
+
+    reorder_cache = batch_select_indices
+
+    def batch_repeat_interleave(self, repeats):
+        length = self.keys.shape[2]
+        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+        self._set_length(length)
+
+
+def _has_plain_layers(lm):
+    """True when the model's cache is all DynamicLayers (no sliding windows, no recurrent state): then the fast path
+    lays it out itself, in _BeamLayers; otherwise it uses the library's cache as generate() does."""
+    from transformers import DynamicCache
+
+    try:
+        layers = DynamicCache(config=lm.config).layers
+    except Exception:  # an unusual config: the library's own cache is always correct
+        return False
+    return len(layers) > 0 and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens):
+    """Run each prompt once, as generate() does, and lay its cache out for the beams.
+
+    inputs_embeds (B, T, H), attention_mask (B, T) left-padded. Returns the last logits (B, V) float32; the cache,
+    whose row b * beams + k is beam k of example b, with room for max_new_tokens more positions; the attention mask
+    (B * beams, T), or None when nothing is padded (generate() drops an all-ones mask); the next position of each row
+    (B * beams,).
+    On CPU a padded batch is prefilled one unpadded prompt at a time: SDPA's CPU kernel skips the upper triangle only
+    without a mask, and computes every block with one (2.4x slower per token on a 16-demonstration prompt). On a GPU
+    one batched forward is what fills the device.
+    """
+    batch_size, width = attention_mask.shape
+    lengths = attention_mask.long().sum(-1)  # (B,)
+    padded = bool((lengths < width).any())
+    mask = attention_mask.long().repeat_interleave(beams, dim=0) if padded else None  # (B*K, T)
+    positions = lengths.repeat_interleave(beams)  # (B*K,) generate(): position = number of tokens before it
+    if not _has_plain_layers(lm):
+        logits, cache = _prefill_batch(lm, inputs_embeds, attention_mask.long() if padded else None)
+        cache.batch_repeat_interleave(beams)
+        return logits, cache, mask, positions
+    if padded and inputs_embeds.device.type in PREFILL_EACH_ON:
+        logits, cache = _prefill_each(lm, inputs_embeds, lengths.tolist(), beams, max_new_tokens)
+        return logits, cache, mask, positions
+    logits, library_cache = _prefill_batch(lm, inputs_embeds, attention_mask.long() if padded else None)
+    layers = []
+    for layer in library_cache.layers:  # keys/values (B, heads, T, head_dim)
+        buffers = []
+        for states in (layer.keys, layer.values):
+            buffer = _new_buffer(states, batch_size * beams, width + max_new_tokens)
+            # row b * beams + k <- example b, written through a (B, K, ...) view: no repeated intermediate copy
+            buffer[:, :, :width].view(batch_size, beams, *states.shape[1:]).copy_(states[:, None])
+            buffers.append(buffer)
+        layers.append(_BeamLayer(*buffers, width))
+    return logits, _beam_cache(layers), mask, positions
+
+
+def _new_buffer(states, rows, positions):
+    # zeros: padding positions are masked, but 0 * NaN from stale memory would still poison the attention output
+    return states.new_zeros((rows, states.shape[1], positions, states.shape[3]))
+
+
+def _beam_cache(layers):
+    from transformers.cache_utils import Cache
+
+    return Cache(layers=layers)
+
+
+def _prefill_batch(lm, inputs_embeds, mask):
+    """One forward over the batch; position_ids as generate() computes them (0 on padding)."""
+    if mask is None:
+        position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)[None]
+    else:
+        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, T)
     out = lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
              **_last_logits_only(lm))
-    return out.logits[:, -1].float(), out.past_key_values, mask, position_ids[:, -1] + 1
+    return out.logits[:, -1].float(), out.past_key_values
+
+
+def _prefill_each(lm, inputs_embeds, lengths, beams, max_new_tokens):
+    """One unpadded forward per prompt (exactly generate()'s batch-1 prefill), each copied into its beams' rows."""
+    batch_size, width = inputs_embeds.shape[:2]
+    logits, buffers = [], None
+    for row, length in enumerate(lengths):
+        out = lm(inputs_embeds=inputs_embeds[row:row + 1, width - length:],
+                 position_ids=torch.arange(length, device=inputs_embeds.device)[None], use_cache=True,
+                 **_last_logits_only(lm))
+        logits.append(out.logits[:, -1].float())
+        layers = out.past_key_values.layers  # keys/values (1, heads, length, head_dim)
+        if buffers is None:
+            buffers = [[_new_buffer(states, batch_size * beams, width + max_new_tokens)
+                        for states in (layer.keys, layer.values)] for layer in layers]
+        for layer, layer_buffers in zip(layers, buffers):
+            for states, buffer in zip((layer.keys, layer.values), layer_buffers):
+                buffer[row * beams:(row + 1) * beams, :, width - length:width] = states  # left-padded, K rows
+        del out, layers  # free this prompt's cache before the next forward
+    cache = _beam_cache([_BeamLayer(keys, values, width) for keys, values in buffers])
+    return torch.cat(logits), cache
 
 
 def _forward_token(lm, tokens, cache, mask, positions):
@@ -184,6 +327,10 @@ def _reorder_beams(cache, rows, prompt_length):
     the copy costs more than the forward pass). Falls back to the library's reorder for other cache layer types.
     """
     layers = getattr(cache, "layers", None)
+    if layers is not None and all(isinstance(layer, _BeamLayer) for layer in layers):
+        for layer in layers:
+            layer.reorder_answer(rows, prompt_length)
+        return
     if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
         cache.reorder_cache(rows)
         return
@@ -214,7 +361,7 @@ def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5
     """
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"num_beams ({num_beams}) and max_new_tokens ({max_new_tokens}) must be at least 1")
-    logits, cache, mask, positions = _prefill(lm, inputs_embeds, attention_mask)
+    logits, cache, mask, positions = _prefill(lm, inputs_embeds, attention_mask, num_beams, max_new_tokens)
     search = _greedy if num_beams == 1 else _beam_search
     return search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_penalty, length_offset)
 
@@ -247,21 +394,73 @@ def _greedy(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens,
     return BeamSearchOutput(tokens=tokens, scores=scores.tolist())
 
 
+def _top_candidates(log_probs, running_scores, tree, states, num_candidates):
+    """The best `num_candidates` continuations of each example over all its beams: scores and beam * V + token.
+
+    log_probs (B*K, V) raw log-softmax; running_scores (B, K); states (B*K,). Same values, in the same order, as
+    transformers' top-k over an example's (K * V) tree-masked scores (log-prob + the beam's running score; disallowed
+    tokens -inf; a row with nothing allowed offers only EOS, at FELL_OFF_TREE_SCORE). Only the allowed (beam, token)
+    pairs are gathered and ranked, packed per example in (beam, token) order, so the work follows the tree's
+    branching, not the vocabulary; when most pairs are allowed (no tree, or a very wide first step) the dense
+    tensor is cheaper.
+    """
+    num_rows, vocab_size = log_probs.shape
+    batch_size, beams = running_scores.shape
+    device = log_probs.device
+    if isinstance(tree, Unconstrained):
+        totals = log_probs.view(batch_size, beams, vocab_size) + running_scores[:, :, None]
+        return torch.topk(totals.view(batch_size, -1), k=num_candidates)
+    rows, tokens = _allowed_pairs(tree, states, vocab_size)
+    if len(rows) > DENSE_CANDIDATES_ABOVE * num_rows * vocab_size:
+        masked = _mask_from_pairs(log_probs, rows, tokens, tree.eos_token_id)
+        totals = masked.view(batch_size, beams, vocab_size) + running_scores[:, :, None]
+        return torch.topk(totals.view(batch_size, -1), k=num_candidates)
+
+    fell_off = np.flatnonzero(np.bincount(rows, minlength=num_rows) == 0)  # rows offering only EOS
+    is_fell_off = np.zeros(len(rows) + len(fell_off), dtype=bool)
+    if len(fell_off):
+        keys = np.concatenate([rows * vocab_size + tokens, fell_off * vocab_size + tree.eos_token_id])
+        order = np.argsort(keys, kind="stable")  # back to (row, token) order, the dense tensor's flat order
+        rows, tokens = keys[order] // vocab_size, keys[order] % vocab_size
+        is_fell_off[len(keys) - len(fell_off):] = True
+        is_fell_off = is_fell_off[order]
+    rows_t, tokens_t = torch.from_numpy(rows).to(device), torch.from_numpy(tokens).to(device)
+    values = log_probs[rows_t, tokens_t]  # (P,)
+    if len(fell_off):
+        values = values.masked_fill(torch.from_numpy(is_fell_off).to(device), FELL_OFF_TREE_SCORE)
+    totals = values + running_scores.reshape(-1)[rows_t]  # the same float additions as the dense path
+
+    example = rows // beams
+    counts = np.bincount(example, minlength=batch_size)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)  # position within its example
+    width = max(int(counts.max()), num_candidates)
+    example_t, slot_t = torch.from_numpy(example).to(device), torch.from_numpy(slot).to(device)
+    packed = torch.full((batch_size, width), float("-inf"), device=device)
+    packed[example_t, slot_t] = totals
+    packed_index = torch.zeros((batch_size, width), dtype=torch.long, device=device)
+    packed_index[example_t, slot_t] = (rows_t % beams) * vocab_size + tokens_t
+    scores, picked = torch.topk(packed, k=num_candidates)
+    return scores, torch.take_along_dim(packed_index, picked, dim=1)
+
+
 def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_penalty, length_offset):
-    """Beam search as transformers' `_beam_search` (early_stopping=False), starting from the prefill's last logits."""
+    """Beam search as transformers' `_beam_search` (early_stopping=False), starting from the prefill's last logits.
+
+    Examples that cannot change any more (transformers keeps decoding them, with no effect on their result) leave
+    the batch once they are RETIRE_AT of it, so the remaining steps run on fewer rows.
+    """
     batch_size, vocab_size = logits.shape
     device, eos, beams = logits.device, tree.eos_token_id, num_beams
     prompt_length = cache.get_seq_length()
     num_candidates = 2 * beams  # transformers keeps (1 + number of EOS ids) * num_beams candidates, at least 2x
     in_top_beams = torch.arange(num_candidates, device=device) < beams  # (2K,) only these may finish
-    example_offset = torch.arange(batch_size, device=device)[:, None] * beams  # (B, 1)
+    can_retire = all(isinstance(layer, _BeamLayer) for layer in getattr(cache, "layers", [None]))
 
-    # Expand the prompt's cache, mask, positions and logits to the beams: row b * K + k is beam k of example b.
-    cache.batch_repeat_interleave(beams)
-    mask = None if mask is None else mask.repeat_interleave(beams, dim=0)  # (B*K, T)
-    positions = positions.repeat_interleave(beams)                          # (B*K,)
     log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(beams, dim=0)  # (B*K, V)
     states = np.full(batch_size * beams, tree.start_state(), dtype=np.int64)
+    live = torch.arange(batch_size, device=device)  # (B',) the examples still in the batch
+    best_tokens = torch.full((batch_size, max_new_tokens), eos, dtype=torch.long, device=device)
+    best_scores = torch.full((batch_size,), _NOT_A_CANDIDATE, device=device)
 
     # Running beams: answer tokens so far and summed log-probs; only beam 0 starts live, so that the K beams of
     # the first step are K different tokens.
@@ -280,11 +479,9 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
             logits, cache = _forward_token(lm, running_tokens[:, :, step - 1].reshape(-1), cache, mask, positions)
             log_probs = torch.log_softmax(logits, dim=-1)
             positions = positions + 1
-        log_probs = mask_to_tree(log_probs, tree, states)  # (B*K, V)
-        totals = (log_probs.view(batch_size, beams, vocab_size) + running_scores[:, :, None]).view(batch_size, -1)
 
         # Top 2K continuations over all beams of an example.
-        cand_scores, cand_index = torch.topk(totals, k=num_candidates)  # (B, 2K)
+        cand_scores, cand_index = _top_candidates(log_probs, running_scores, tree, states, num_candidates)  # (B, 2K)
         cand_beam, cand_token = cand_index // vocab_size, cand_index % vocab_size
         cand_tokens = torch.take_along_dim(running_tokens, cand_beam[:, :, None], dim=1)  # (B, 2K, max_new)
         cand_tokens[:, :, step] = cand_token
@@ -295,6 +492,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
         keep = torch.topk(keep_scores, k=beams)[1]  # (B, K)
         running_tokens = torch.take_along_dim(cand_tokens, keep[:, :, None], dim=1)
         running_scores = torch.take_along_dim(keep_scores, keep, dim=1)
+        example_offset = torch.arange(len(live), device=device)[:, None] * beams  # (B, 1)
         parent_row = (torch.take_along_dim(cand_beam, keep, dim=1) + example_offset).view(-1)  # (B*K,)
 
         # Ending candidates ranked in the top K join the finished hypotheses if they beat the worst kept one.
@@ -319,6 +517,21 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
         may_improve = may_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)
         if not bool(may_improve.any()) or bool(ends.all()):
             break
+        done = ~may_improve[:, 0]  # (B',) results final: transformers adds nothing to them any more
+        if can_retire and int(done.sum()) >= RETIRE_AT * len(live):
+            best_tokens[live[done]] = finished_tokens[done, 0]
+            best_scores[live[done]] = finished_scores[done, 0]
+            kept = (~done).nonzero().squeeze(1)  # (B'',)
+            rows = (kept[:, None] * beams + torch.arange(beams, device=device)).view(-1)  # (B''*K,)
+            for layer in cache.layers:
+                layer.batch_select_indices(rows)
+            mask = None if mask is None else mask.index_select(0, rows)
+            positions, states = positions.index_select(0, rows), states[rows.cpu().numpy()]
+            live, running_tokens, running_scores = live[kept], running_tokens[kept], running_scores[kept]
+            finished_tokens, finished_scores = finished_tokens[kept], finished_scores[kept]
+            is_finished, may_improve = is_finished[kept], may_improve[kept]
 
-    tokens = [_answer_tokens(row, eos) for row in finished_tokens[:, 0].tolist()]
-    return BeamSearchOutput(tokens=tokens, scores=finished_scores[:, 0].tolist())
+    best_tokens[live] = finished_tokens[:, 0]
+    best_scores[live] = finished_scores[:, 0]
+    tokens = [_answer_tokens(row, eos) for row in best_tokens.tolist()]
+    return BeamSearchOutput(tokens=tokens, scores=best_scores.tolist())

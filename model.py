@@ -1,4 +1,5 @@
 """GEMEL's model: a frozen causal LM plus one trained linear layer mapping an image feature to k prefix tokens."""
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -126,15 +127,13 @@ class GEMEL(nn.Module):
         device = self.linear.weight.device
         labels = batch.labels.to(device)
         inputs_embeds = self.embed(batch)
-        # Only positions that predict a target token need logits: skip the LM head on the long prompt.
-        has_label = (labels != -100).any(0).nonzero().squeeze(-1)
-        first, last = int(has_label[0]) - 1, int(has_label[-1])
-        keep = torch.arange(first, last, device=device)
-        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask.to(device),
-                      logits_to_keep=keep, use_cache=False)
-        logits = out.logits.float()  # (B, last-first, V): position t predicts token t+1
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, first + 1:last + 1].reshape(-1),
-                               ignore_index=-100)
+        # Only positions that predict a target token need logits: the LM head (V wide) sees those rows alone.
+        targets = labels[:, 1:]                                # position t predicts token t + 1
+        rows, cols = (targets != -100).nonzero(as_tuple=True)  # (N,) each
+        with _only_rows_reach_the_head(self.lm, rows, cols):
+            out = self.lm(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask.to(device), use_cache=False)
+        logits = out.logits.float()  # (N, V)
+        return F.cross_entropy(logits, targets[rows, cols])
 
     @torch.no_grad()
     def generate(self, batch, tree, num_beams, max_new_tokens, decoding="fast", length_offset=1):
@@ -152,6 +151,23 @@ class GEMEL(nn.Module):
                                           max_new_tokens=max_new_tokens)
         return dec.constrained_beam_search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
                                            max_new_tokens=max_new_tokens, length_offset=length_offset)
+
+
+@contextlib.contextmanager
+def _only_rows_reach_the_head(lm, rows, cols):
+    """Within the block, the LM's output layer gets hidden[rows, cols] (N, H) instead of hidden (B, T, H).
+
+    A hook rather than calling the base model and the head directly, so that whatever a model does to the logits
+    after its head (Gemma's soft-capping, Cohere's scale: element-wise) still applies.
+    """
+    def gather(module, args):
+        return (args[0][rows, cols],) + tuple(args[1:])
+
+    handle = lm.get_output_embeddings().register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 # ----------------------------------------------------------------------------- GEMEL's checkpoint format

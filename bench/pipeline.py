@@ -485,7 +485,7 @@ PROFILE_POINTS = {
              ("decoding.py", "_prefill", "prefill (prompt once per example)"),
              ("decoding.py", "_beam_search", "beam search (all decoding steps)"),
              ("decoding.py", "_forward_token", "  LM forward of the steps"),
-             ("decoding.py", "mask_to_tree", "  tree mask (V-wide)"),
+             ("decoding.py", "_top_candidates", "  top-2K candidates (tree-allowed pairs)"),
              ("decoding.py", "_reorder_beams", "  cache reorder"),
              ("trie.py", "allowed_indices", "  tree lookups"), ("trie.py", "advance", "  tree moves")],
     "straightforward": [("utils.py", "collate", "collate (prompt ids)"),

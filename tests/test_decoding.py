@@ -129,6 +129,56 @@ def test_partial_cache_reorder_equals_the_library_reorder(arch, monkeypatch):
     assert fast == library
 
 
+SETTINGS = {  # every fast-path alternative; none may change a result
+    "batched prefill": dict(PREFILL_EACH_ON=()),
+    "dense candidates": dict(DENSE_CANDIDATES_ABOVE=-1.0),
+    "no retiring": dict(RETIRE_AT=2.0),
+    "retire at once": dict(RETIRE_AT=1e-9),
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_fast_path_settings_give_identical_results(arch, setting, monkeypatch):
+    rng = np.random.default_rng(7)
+    lm, tree = tiny_lm(arch, 7), make_tree(random_names(rng, 40))
+    embeds, mask = left_padded_prompts(rng.integers(2, 12, size=10).tolist(), 7)
+    default = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
+    for name, value in SETTINGS[setting].items():
+        monkeypatch.setattr(decoding, name, value)
+    changed = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
+    assert changed.tokens == default.tokens
+    np.testing.assert_allclose(changed.scores, default.scores, rtol=0, atol=1e-5)  # batch-shape rounding
+
+
+def test_library_cache_fallback_gives_identical_results(monkeypatch):
+    """Models whose cache the fast path does not lay out itself (sliding windows...) decode on the library's cache."""
+    lm, tree = tiny_lm("llama", 2), make_tree(NAMES)
+    embeds, mask = left_padded_prompts([9, 4, 12, 7], 2)
+    ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
+    monkeypatch.setattr(decoding, "_has_plain_layers", lambda lm: False)
+    assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8), ref)
+
+
+def test_finished_examples_leave_the_batch(monkeypatch):
+    """With RETIRE_AT tiny, the batch shrinks as soon as one example is final, and results stay those of generate()."""
+    rng = np.random.default_rng(3)
+    lm, tree = tiny_lm("opt", 3), make_tree(random_names(rng, 40))
+    embeds, mask = left_padded_prompts(rng.integers(2, 12, size=8).tolist(), 3)
+    ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
+    row_counts = []
+    select = decoding._BeamLayer.batch_select_indices
+
+    def spy(layer, indices):
+        row_counts.append(len(indices))
+        select(layer, indices)
+
+    monkeypatch.setattr(decoding._BeamLayer, "batch_select_indices", spy)
+    monkeypatch.setattr(decoding, "RETIRE_AT", 1e-9)
+    assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10), ref)
+    assert row_counts and min(row_counts) < 8 * 5
+
+
 def test_answers_cover_prefix_names_and_lengths():
     """The equality test above is only meaningful if the answers vary: several names, of several lengths."""
     answers = set()

@@ -28,6 +28,24 @@ def test_loss_equals_hf_loss_on_target_tokens(tokenizer):
     torch.testing.assert_close(ours, ref)
 
 
+def test_loss_equals_hf_loss_for_a_llama_with_soft_capped_logits(tokenizer):
+    """The LM head sees only target positions through a hook, so a model's own logit post-processing still applies."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=3.0,
+                          pad_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    batch, _ = batch_and_model(tokenizer)
+    model = GEMEL(Gemma2ForCausalLM(config).eval(), dim_clip=8, prefix_length=2)
+    with torch.no_grad():
+        ours = model(batch)
+        out = model.lm(inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask, labels=batch.labels)
+    torch.testing.assert_close(ours, out.loss)
+    assert out.logits.shape[:2] == batch.labels.shape  # the hook is gone after GEMEL.forward
+    assert float(out.logits.abs().max()) <= 3.0       # soft-capping was active
+
+
 def test_a_few_steps_lower_the_loss_and_only_the_projector_moves(tokenizer):
     # a larger init scale gives the random LM logits that the visual prefix can move
     batch, model = batch_and_model(tokenizer, init_std=0.5)

@@ -4,9 +4,10 @@ Two paths with the same results:
 - `generate_reference`: the straightforward one, transformers' `generate` with `PrefixTreeLogitsProcessor`.
   Beam search there copies the prompt to every beam before the first forward pass, so the prompt is prefilled
   num_beams times.
-- `constrained_beam_search`: the fast one (issue 5). The prompt is prefilled once per example, its KV cache and last
-  logits are expanded to the beams, and all beams of all examples are decoded together; the tree mask is applied to
-  the whole batch in one scatter per step.
+- `constrained_beam_search`: the fast one (issue 5). Each prompt is prefilled once (on CPU one unpadded prompt at a
+  time, on a GPU as one batch) straight into a preallocated cache whose rows are the beams; all beams of all examples
+  are then decoded together, each step ranking only the (beam, token) pairs the tree allows; an example whose result
+  can no longer change leaves the batch.
 
 Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sample` in generation/utils.py):
 - Inputs: generate() starts from `inputs_embeds` with an empty `input_ids` (B, 0), computes
@@ -14,15 +15,16 @@ Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sam
   logits (`logits_to_keep=1`), and for each new token appends position last + 1 and a 1 to the mask. The fast path
   builds the same position_ids / mask and hands them to the model's forward, for OPT and LLaMA alike.
 - Beams: generate() repeats the prompt num_beams times, so the prefill gives num_beams identical rows per example;
-  expanding one row's cache and logits (`DynamicCache.batch_repeat_interleave`) gives the same values, up to the
-  float rounding of running the prefill with a smaller batch (about 1e-6 on the logits on CPU float32). Beams are
-  reordered like `DynamicCache.reorder_cache`, skipping the prompt positions, which are equal within an example.
-- Bookkeeping: the loop below repeats transformers' tensor algorithm step by step, in the same float32 operations
-  and tensor layouts: log_softmax of the raw logits, then the tree mask (no renormalisation); top 2*num_beams
-  candidates over (num_beams * vocab); EOS (or max length) candidates finish only when ranked in the top num_beams;
-  finished score = sum of log-probs / generated_len ** length_penalty (the EOS counted); the same -1e9 sentinels and
-  the same early-stop heuristic for early_stopping=False. Ties are broken by the same `torch.topk` calls on tensors
-  of the same shape, so only near-ties closer than the prefill's rounding can resolve differently.
+  copying one row's cache and logits to the beams gives the same values, up to the float rounding of running the
+  prefill with another batch shape (about 1e-6 on the logits on CPU float32). Beams are reordered like
+  `DynamicCache.reorder_cache`, skipping the prompt positions, which are equal within an example.
+- Bookkeeping: the loop below repeats transformers' tensor algorithm step by step, with the same float32 values:
+  log_softmax of the raw logits, then the tree mask (no renormalisation); top 2*num_beams candidates over
+  (num_beams * vocab), ranked among the allowed pairs kept in the dense tensor's order; EOS (or max length)
+  candidates finish only when ranked in the top num_beams; finished score = sum of log-probs / generated_len **
+  length_penalty (the EOS counted); the same -1e9 sentinels and the same early-stop heuristic for
+  early_stopping=False. Once that heuristic stops an example, transformers keeps decoding it without changing its
+  result; here it leaves the batch. Only near-ties closer than the prefill's rounding can resolve differently.
 - num_beams=1 means greedy decoding, as in transformers (generate() runs `_sample`, not beam search, for one beam):
   at each step the allowed token with the highest raw logit; a row stops at EOS or after max_new_tokens. Its score is
   the same length-normalised sum of log-probabilities as a finished beam's.
@@ -270,8 +272,8 @@ def _prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens):
 
 
 def _new_buffer(states, rows, positions):
-    # zeros: padding positions are masked, but 0 * NaN from stale memory would still poison the attention output
-    return states.new_zeros((rows, states.shape[1], positions, states.shape[3]))
+    """Uninitialised (rows, heads, positions, head_dim): every position is written before attention reads it."""
+    return states.new_empty((rows, states.shape[1], positions, states.shape[3]))
 
 
 def _beam_cache(layers):
@@ -306,7 +308,10 @@ def _prefill_each(lm, inputs_embeds, lengths, beams, max_new_tokens):
                         for states in (layer.keys, layer.values)] for layer in layers]
         for layer, layer_buffers in zip(layers, buffers):
             for states, buffer in zip((layer.keys, layer.values), layer_buffers):
-                buffer[row * beams:(row + 1) * beams, :, width - length:width] = states  # left-padded, K rows
+                beam_rows = buffer[row * beams:(row + 1) * beams]
+                beam_rows[:, :, width - length:width] = states  # left-padded, the same prompt in its K rows
+                # masked, but stale memory could hold NaN, and 0 * NaN would still reach the attention output
+                beam_rows[:, :, :width - length] = 0
         del out, layers  # free this prompt's cache before the next forward
     cache = _beam_cache([_BeamLayer(keys, values, width) for keys, values in buffers])
     return torch.cat(logits), cache

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 import params
 from decoding import Unconstrained
-from model import GEMEL, load_checkpoint, load_lm, pick_device, pick_dtype
+from model import GEMEL, keep_freed_memory_for_reuse, load_checkpoint, load_lm, pick_device, pick_dtype
 from retrieval import DemonstrationRetriever, MentionEncoder
 from utils import (PromptBuilder, image_key, length_bucketed_batches, load_image_features,
                    load_mention_embeddings, load_prefix_tree, load_split)
@@ -48,6 +48,8 @@ def set_seed(seed):
 def load_experiment(args, split_names):
     """Everything evaluation and training need: LM, projector, data, demonstrations, prefix tree."""
     device = pick_device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()
     dtype = pick_dtype(args.dtype, device)
     lm, tokenizer = load_lm(args.model_name, dtype, device, args.cache_dir)
     model = GEMEL(lm, args.dim_clip, args.visual_prefix_length)

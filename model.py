@@ -3,6 +3,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 
 import torch
@@ -18,6 +19,26 @@ def pick_device(device=None):
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def keep_freed_memory_for_reuse():
+    """On Linux (glibc), keep freed blocks of up to 32 MB in the process instead of handing them back to the OS.
+
+    Decoding allocates logits of the same size (beams x vocabulary floats, tens of MB) at every step. With glibc's
+    defaults such blocks are unmapped when freed and page-faulted in again at the next step: measured on the tiny
+    OPT at 16 demonstrations, the fast evaluation ran 17 % faster with this setting. The price is a resident set
+    that stays at its peak instead of shrinking between steps. Returns whether the setting took effect.
+    """
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def pick_dtype(dtype, device):

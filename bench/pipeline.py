@@ -70,7 +70,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from infe import Split, evaluate  # noqa: E402
-from model import GEMEL, pick_dtype, resolve_model  # noqa: E402
+from model import GEMEL, keep_freed_memory_for_reuse, pick_dtype, resolve_model  # noqa: E402
 from retrieval import DemonstrationRetriever, MentionEncoder  # noqa: E402
 from trie import PrefixTree  # noqa: E402
 from utils import (PromptBuilder, image_key, length_bucketed_batches, load_image_features,  # noqa: E402
@@ -743,6 +743,9 @@ def parse_args(argv=None):
                         help="torch CPU threads. Default 1: on a shared machine a second OpenMP thread that waits "
                              "for a busy core turns every small op into a scheduler time slice (measured: a 32-wide "
                              "linear took 8 ms with 2 threads next to another job, 20 us with 1)")
+    parser.add_argument("--default_allocator", action="store_true",
+                        help="leave glibc's malloc settings alone (by default, as in infe.py on CPU, freed blocks of "
+                             "up to 32 MB stay in the process: model.keep_freed_memory_for_reuse)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "pipeline.json"), help="JSON results")
     parser.add_argument("--memory_job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -762,6 +765,8 @@ def main(argv=None):
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available to torch")
+    # as infe.py / main.py do on CPU; both paths share this process, so both get it
+    allocator_tuned = device.type == "cpu" and not args.default_allocator and keep_freed_memory_for_reuse()
     started = time.perf_counter()
     configs = configs_for(args)
     tokenizer = load_tokenizer()
@@ -777,7 +782,8 @@ def main(argv=None):
     report = {"command": "python bench/pipeline.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "quick": args.quick, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-              "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+              "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "glibc_keeps_freed_memory": bool(allocator_tuned), "torch": torch.__version__,
               "transformers": __import__("transformers").__version__, "repeats": args.repeats,
               "memory_method": ("CUDA: max_memory_allocated - memory_allocated before the batch, in this process"
                                 if device.type == "cuda" else

@@ -51,9 +51,9 @@ def main(argv=None):
     results = {}
     for name, tree in (("with tree", exp.tree), ("without tree", Unconstrained(exp.tokenizer.eos_token_id))):
         bucket = [0.0, 0]
-        originals = {name: getattr(decoding, name) for name in ("_top_candidates", "mask_to_tree")}
-        for name, fn in originals.items():
-            setattr(decoding, name, timed(fn, bucket))
+        originals = {fn_name: getattr(decoding, fn_name) for fn_name in ("_top_candidates", "mask_to_tree")}
+        for fn_name, fn in originals.items():
+            setattr(decoding, fn_name, timed(fn, bucket))
         tree.advance = timed(tree.advance, bucket)  # instance attribute: shadows the method for this run only
         try:
             start = time.perf_counter()
@@ -61,8 +61,8 @@ def main(argv=None):
                                     args.max_new_tokens, a.eval_bs, show_examples=0)
             total = time.perf_counter() - start
         finally:
-            for name, fn in originals.items():
-                setattr(decoding, name, fn)
+            for fn_name, fn in originals.items():
+                setattr(decoding, fn_name, fn)
             del tree.advance
         tokens = sum(len(exp.tokenizer(r["prediction"], add_special_tokens=False)["input_ids"]) + 1
                      for r in records)

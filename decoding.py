@@ -5,9 +5,9 @@ Two paths with the same results:
   Beam search there copies the prompt to every beam before the first forward pass, so the prompt is prefilled
   num_beams times.
 - `constrained_beam_search`: the fast one (issue 5). Each prompt is prefilled once (on CPU one unpadded prompt at a
-  time, on a GPU as one batch) straight into a preallocated cache whose rows are the beams; all beams of all examples
-  are then decoded together, each step ranking only the (beam, token) pairs the tree allows; an example whose result
-  can no longer change leaves the batch.
+  time, on a GPU as one batch) into a cache that keeps one copy of it for all its beams (beam_cache.py); all beams
+  of all examples are then decoded together, each step ranking only the (beam, token) pairs the tree allows; an
+  example whose result can no longer change leaves the batch.
 
 Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sample` in generation/utils.py):
 - Inputs: generate() starts from `inputs_embeds` with an empty `input_ids` (B, 0), computes
@@ -15,9 +15,9 @@ Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sam
   logits (`logits_to_keep=1`), and for each new token appends position last + 1 and a 1 to the mask. The fast path
   builds the same position_ids / mask and hands them to the model's forward, for OPT and LLaMA alike.
 - Beams: generate() repeats the prompt num_beams times, so the prefill gives num_beams identical rows per example;
-  copying one row's cache and logits to the beams gives the same values, up to the float rounding of running the
-  prefill with another batch shape (about 1e-6 on the logits on CPU float32). Beams are reordered like
-  `DynamicCache.reorder_cache`, skipping the prompt positions, which are equal within an example.
+  one prefill row shared by the beams gives the same values, up to the float rounding of another batch shape and of
+  computing attention over the shared prompt with matmuls (about 1e-6 on the logits on CPU float32). Beams are
+  reordered like `DynamicCache.reorder_cache`, skipping the prompt positions, which are equal within an example.
 - Bookkeeping: the loop below repeats transformers' tensor algorithm step by step, with the same float32 values:
   log_softmax of the raw logits, then the tree mask (no renormalisation); top 2*num_beams candidates over
   (num_beams * vocab), ranked among the allowed pairs kept in the dense tensor's order; EOS (or max length)
@@ -29,21 +29,20 @@ Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sam
   at each step the allowed token with the highest raw logit; a row stops at EOS or after max_new_tokens. Its score is
   the same length-normalised sum of log-probabilities as a finished beam's.
 """
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.cache_utils import DynamicLayer
+
+import beam_cache
 
 # Score given to EOS in a row whose allowed set is empty (the row fell off the tree, which normal decoding never does):
 # finite so that nothing becomes NaN, low so that such a beam finishes and ranks below every real name.
 FELL_OFF_TREE_SCORE = -1.0e4
 # transformers' beam-search sentinel for "not a candidate" (added, never multiplied, so -inf stays -inf).
 _NOT_A_CANDIDATE = -1.0e9
-# Fast-path tuning; none of these changes a result (tests/test_decoding.py checks each setting against the others).
-PREFILL_EACH_ON = ("cpu",)  # devices where a padded batch is prefilled one unpadded prompt at a time (see _prefill)
+# Fast-path tuning (more in beam_cache.py); none changes a result (tests/test_decoding.py checks each setting).
 DENSE_CANDIDATES_ABOVE = 0.25  # share of allowed (row, token) pairs above which V-wide top-k is cheaper than packing
 RETIRE_AT = 0.25  # share of an in-flight batch whose results are final at which those examples leave it
 
@@ -168,184 +167,6 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
     return BeamSearchOutput(tokens=tokens, scores=(total / lengths.float()).tolist())
 
 
-def _last_logits_only(lm):
-    """generate() computes only the last position's logits when the model supports it; do the same."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
-
-
-class _BeamLayer(DynamicLayer):
-    """A cache layer whose rows are beams, with room for the answer: a decoding step writes in place.
-
-    DynamicLayer concatenates the whole cache at every step (on CPU up to 40 % of a step, mostly page faults on the
-    new tensor); here `keys`/`values` are views of preallocated buffers (rows, heads, prompt + max_new, head_dim).
-    """
-
-    def __init__(self, key_buffer, value_buffer, length):
-        super().__init__()
-        self.key_buffer, self.value_buffer = key_buffer, value_buffer
-        self.dtype, self.device = key_buffer.dtype, key_buffer.device
-        self.is_initialized = True
-        self._set_length(length)
-
-    def _set_length(self, length):
-        self.keys = self.key_buffer[:, :, :length]
-        self.values = self.value_buffer[:, :, :length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        start = self.keys.shape[2]
-        end = start + key_states.shape[2]
-        if end > self.key_buffer.shape[2]:
-            raise RuntimeError(f"beam cache full: {self.key_buffer.shape[2]} positions, {end} needed")
-        self.key_buffer[:, :, start:end] = key_states
-        self.value_buffer[:, :, start:end] = value_states
-        self._set_length(end)
-        return self.keys, self.values
-
-    def reorder_answer(self, rows, prompt_length):
-        """Rows take the generated positions of `rows`; prompt positions are equal within an example (see below)."""
-        for states in (self.keys, self.values):
-            generated = states[:, :, prompt_length:]
-            generated.copy_(generated.index_select(0, rows))
-
-    def batch_select_indices(self, indices):
-        """Keep (or reorder to) these rows: the library's batch operations act on the whole buffers."""
-        length = self.keys.shape[2]
-        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.device))
-        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.device))
-        self._set_length(length)
-
-    reorder_cache = batch_select_indices
-
-    def batch_repeat_interleave(self, repeats):
-        length = self.keys.shape[2]
-        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-        self._set_length(length)
-
-
-def _has_plain_layers(lm):
-    """True when the model's cache is all DynamicLayers (no sliding windows, no recurrent state): then the fast path
-    lays it out itself, in _BeamLayers; otherwise it uses the library's cache as generate() does."""
-    from transformers import DynamicCache
-
-    try:
-        layers = DynamicCache(config=lm.config).layers
-    except Exception:  # an unusual config: the library's own cache is always correct
-        return False
-    return len(layers) > 0 and all(type(layer) is DynamicLayer for layer in layers)
-
-
-def _prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens):
-    """Run each prompt once, as generate() does, and lay its cache out for the beams.
-
-    inputs_embeds (B, T, H), attention_mask (B, T) left-padded. Returns the last logits (B, V) float32; the cache,
-    whose row b * beams + k is beam k of example b, with room for max_new_tokens more positions; the attention mask
-    (B * beams, T), or None when nothing is padded (generate() drops an all-ones mask); the next position of each row
-    (B * beams,).
-    On CPU a padded batch is prefilled one unpadded prompt at a time: SDPA's CPU kernel skips the upper triangle only
-    without a mask, and computes every block with one (2.4x slower per token on a 16-demonstration prompt). On a GPU
-    one batched forward is what fills the device.
-    """
-    batch_size, width = attention_mask.shape
-    lengths = attention_mask.long().sum(-1)  # (B,)
-    padded = bool((lengths < width).any())
-    mask = attention_mask.long().repeat_interleave(beams, dim=0) if padded else None  # (B*K, T)
-    positions = lengths.repeat_interleave(beams)  # (B*K,) generate(): position = number of tokens before it
-    if not _has_plain_layers(lm):
-        logits, cache = _prefill_batch(lm, inputs_embeds, attention_mask.long() if padded else None)
-        cache.batch_repeat_interleave(beams)
-        return logits, cache, mask, positions
-    if padded and inputs_embeds.device.type in PREFILL_EACH_ON:
-        logits, cache = _prefill_each(lm, inputs_embeds, lengths.tolist(), beams, max_new_tokens)
-        return logits, cache, mask, positions
-    logits, library_cache = _prefill_batch(lm, inputs_embeds, attention_mask.long() if padded else None)
-    layers = []
-    for layer in library_cache.layers:  # keys/values (B, heads, T, head_dim)
-        buffers = []
-        for states in (layer.keys, layer.values):
-            buffer = _new_buffer(states, batch_size * beams, width + max_new_tokens)
-            # row b * beams + k <- example b, written through a (B, K, ...) view: no repeated intermediate copy
-            buffer[:, :, :width].view(batch_size, beams, *states.shape[1:]).copy_(states[:, None])
-            buffers.append(buffer)
-        layers.append(_BeamLayer(*buffers, width))
-    return logits, _beam_cache(layers), mask, positions
-
-
-def _new_buffer(states, rows, positions):
-    """Uninitialised (rows, heads, positions, head_dim): every position is written before attention reads it."""
-    return states.new_empty((rows, states.shape[1], positions, states.shape[3]))
-
-
-def _beam_cache(layers):
-    from transformers.cache_utils import Cache
-
-    return Cache(layers=layers)
-
-
-def _prefill_batch(lm, inputs_embeds, mask):
-    """One forward over the batch; position_ids as generate() computes them (0 on padding)."""
-    if mask is None:
-        position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)[None]
-    else:
-        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, T)
-    out = lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
-             **_last_logits_only(lm))
-    return out.logits[:, -1].float(), out.past_key_values
-
-
-def _prefill_each(lm, inputs_embeds, lengths, beams, max_new_tokens):
-    """One unpadded forward per prompt (exactly generate()'s batch-1 prefill), each copied into its beams' rows."""
-    batch_size, width = inputs_embeds.shape[:2]
-    logits, buffers = [], None
-    for row, length in enumerate(lengths):
-        out = lm(inputs_embeds=inputs_embeds[row:row + 1, width - length:],
-                 position_ids=torch.arange(length, device=inputs_embeds.device)[None], use_cache=True,
-                 **_last_logits_only(lm))
-        logits.append(out.logits[:, -1].float())
-        layers = out.past_key_values.layers  # keys/values (1, heads, length, head_dim)
-        if buffers is None:
-            buffers = [[_new_buffer(states, batch_size * beams, width + max_new_tokens)
-                        for states in (layer.keys, layer.values)] for layer in layers]
-        for layer, layer_buffers in zip(layers, buffers):
-            for states, buffer in zip((layer.keys, layer.values), layer_buffers):
-                beam_rows = buffer[row * beams:(row + 1) * beams]
-                beam_rows[:, :, width - length:width] = states  # left-padded, the same prompt in its K rows
-                # masked, but stale memory could hold NaN, and 0 * NaN would still reach the attention output
-                beam_rows[:, :, :width - length] = 0
-        del out, layers  # free this prompt's cache before the next forward
-    cache = _beam_cache([_BeamLayer(keys, values, width) for keys, values in buffers])
-    return torch.cat(logits), cache
-
-
-def _forward_token(lm, tokens, cache, mask, positions):
-    """One decoding step for every row: tokens (N,) at positions (N,); mask (N, past + 1) or None."""
-    out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None], past_key_values=cache,
-             use_cache=True, **_last_logits_only(lm))
-    return out.logits[:, -1].float(), out.past_key_values
-
-
-def _reorder_beams(cache, rows, prompt_length):
-    """cache.reorder_cache(rows), but moving only the generated positions.
-
-    The prompt positions of all beams of an example are copies of one prefill row, and `rows` never leaves its
-    example, so reordering them changes nothing; skipping them saves copying the whole prompt cache every step (on CPU
-    the copy costs more than the forward pass). Falls back to the library's reorder for other cache layer types.
-    """
-    layers = getattr(cache, "layers", None)
-    if layers is not None and all(isinstance(layer, _BeamLayer) for layer in layers):
-        for layer in layers:
-            layer.reorder_answer(rows, prompt_length)
-        return
-    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
-        cache.reorder_cache(rows)
-        return
-    for layer in layers:
-        if layer.get_seq_length() > prompt_length:  # (N, heads, prompt + generated, head_dim)
-            for states in (layer.keys, layer.values):
-                generated = states[:, :, prompt_length:]
-                generated.copy_(generated.index_select(0, rows))  # index_select: far faster than [rows] on a view
-
-
 def _grow(mask):
     """The attention mask after one more token: a column of ones (None stays None, as in generate())."""
     return None if mask is None else torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
@@ -366,7 +187,7 @@ def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5
     """
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"num_beams ({num_beams}) and max_new_tokens ({max_new_tokens}) must be at least 1")
-    logits, cache, mask, positions = _prefill(lm, inputs_embeds, attention_mask, num_beams, max_new_tokens)
+    logits, cache, mask, positions = beam_cache.prefill(lm, inputs_embeds, attention_mask, num_beams, max_new_tokens)
     search = _greedy if num_beams == 1 else _beam_search
     return search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_penalty, length_offset)
 
@@ -382,7 +203,7 @@ def _greedy(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens,
     for step in range(max_new_tokens):
         if step > 0:
             mask = _grow(mask)
-            logits, cache = _forward_token(lm, generated[:, step - 1], cache, mask, positions)
+            logits, cache = beam_cache.forward_token(lm, generated[:, step - 1], cache, mask, positions)
             positions = positions + 1
         chosen = mask_to_tree(logits, tree, states).argmax(dim=-1)  # (B,)
         chosen_log_prob = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None]).squeeze(1)
@@ -459,7 +280,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
     prompt_length = cache.get_seq_length()
     num_candidates = 2 * beams  # transformers keeps (1 + number of EOS ids) * num_beams candidates, at least 2x
     in_top_beams = torch.arange(num_candidates, device=device) < beams  # (2K,) only these may finish
-    can_retire = all(isinstance(layer, _BeamLayer) for layer in getattr(cache, "layers", [None]))
+    can_retire = beam_cache.can_drop_rows(cache)
 
     log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(beams, dim=0)  # (B*K, V)
     states = np.full(batch_size * beams, tree.start_state(), dtype=np.int64)
@@ -481,7 +302,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
     for step in range(max_new_tokens):
         if step > 0:
             mask = _grow(mask)
-            logits, cache = _forward_token(lm, running_tokens[:, :, step - 1].reshape(-1), cache, mask, positions)
+            logits, cache = beam_cache.forward_token(lm, running_tokens[:, :, step - 1].reshape(-1), cache, mask, positions)
             log_probs = torch.log_softmax(logits, dim=-1)
             positions = positions + 1
 
@@ -512,7 +333,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
         is_finished = torch.take_along_dim(torch.cat([is_finished, just_finished], dim=1), best, dim=1)
 
         # Move cache rows and tree states to the kept beams' parents, then read their new tokens.
-        _reorder_beams(cache, parent_row, prompt_length)
+        beam_cache.reorder_beams(cache, parent_row, prompt_length)
         states = tree.advance(states[parent_row.cpu().numpy()], running_tokens[:, :, step].reshape(-1).cpu().numpy())
 
         # transformers' heuristic for early_stopping=False: stop an example once its best running beam, normalised
@@ -528,8 +349,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
             best_scores[live[done]] = finished_scores[done, 0]
             kept = (~done).nonzero().squeeze(1)  # (B'',)
             rows = (kept[:, None] * beams + torch.arange(beams, device=device)).view(-1)  # (B''*K,)
-            for layer in cache.layers:
-                layer.batch_select_indices(rows)
+            beam_cache.keep_rows(cache, rows)
             mask = None if mask is None else mask.index_select(0, rows)
             positions, states = positions.index_select(0, rows), states[rows.cpu().numpy()]
             live, running_tokens, running_scores = live[kept], running_tokens[kept], running_scores[kept]

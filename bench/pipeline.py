@@ -482,11 +482,12 @@ def count_flops(fn):
 # Functions whose cumulative time (cProfile) says where a pass spends its time: (file suffix, function, label).
 PROFILE_POINTS = {
     "fast": [("utils.py", "collate", "collate (prompt ids)"), ("model.py", "embed", "embed (tokens + visual prefix)"),
-             ("decoding.py", "_prefill", "prefill (prompt once per example)"),
+             ("beam_cache.py", "prefill", "prefill (prompt once per example)"),
              ("decoding.py", "_beam_search", "beam search (all decoding steps)"),
-             ("decoding.py", "_forward_token", "  LM forward of the steps"),
+             ("beam_cache.py", "forward_token", "  LM forward of the steps"),
+             ("beam_cache.py", "shared_prompt_attention", "    of which shared-prompt attention"),
              ("decoding.py", "_top_candidates", "  top-2K candidates (tree-allowed pairs)"),
-             ("decoding.py", "_reorder_beams", "  cache reorder"),
+             ("beam_cache.py", "reorder_beams", "  cache reorder"),
              ("trie.py", "allowed_indices", "  tree lookups"), ("trie.py", "advance", "  tree moves")],
     "straightforward": [("utils.py", "collate", "collate (prompt ids)"),
                         ("model.py", "embed", "embed (tokens + visual prefix)"),

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
+import beam_cache
 import decoding
 from decoding import (FELL_OFF_TREE_SCORE, PrefixTreeLogitsProcessor, constrained_beam_search, generate_reference,
                       mask_to_tree)
@@ -124,16 +125,18 @@ def test_partial_cache_reorder_equals_the_library_reorder(arch, monkeypatch):
     lm, tree = tiny_lm(arch, 0), make_tree(NAMES)
     embeds, mask = left_padded_prompts([9, 4, 12, 7], 0)
     fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
-    monkeypatch.setattr(decoding, "_reorder_beams", lambda cache, rows, prompt_length: cache.reorder_cache(rows))
+    monkeypatch.setattr(beam_cache, "reorder_beams", lambda cache, rows, prompt_length: cache.reorder_cache(rows))
     library = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
     assert fast == library
 
 
 SETTINGS = {  # every fast-path alternative; none may change a result
-    "batched prefill": dict(PREFILL_EACH_ON=()),
-    "dense candidates": dict(DENSE_CANDIDATES_ABOVE=-1.0),
-    "no retiring": dict(RETIRE_AT=2.0),
-    "retire at once": dict(RETIRE_AT=1e-9),
+    "batched prefill": {(beam_cache, "PREFILL_EACH_ON"): ()},
+    "prompt copied to every beam": {(beam_cache, "SHARE_PROMPT"): False},
+    "batched prefill, prompt copied": {(beam_cache, "PREFILL_EACH_ON"): (), (beam_cache, "SHARE_PROMPT"): False},
+    "dense candidates": {(decoding, "DENSE_CANDIDATES_ABOVE"): -1.0},
+    "no retiring": {(decoding, "RETIRE_AT"): 2.0},
+    "retire at once": {(decoding, "RETIRE_AT"): 1e-9},
 }
 
 
@@ -144,8 +147,8 @@ def test_fast_path_settings_give_identical_results(arch, setting, monkeypatch):
     lm, tree = tiny_lm(arch, 7), make_tree(random_names(rng, 40))
     embeds, mask = left_padded_prompts(rng.integers(2, 12, size=10).tolist(), 7)
     default = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
-    for name, value in SETTINGS[setting].items():
-        monkeypatch.setattr(decoding, name, value)
+    for (module, name), value in SETTINGS[setting].items():
+        monkeypatch.setattr(module, name, value)
     changed = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
     assert changed.tokens == default.tokens
     np.testing.assert_allclose(changed.scores, default.scores, rtol=0, atol=1e-5)  # batch-shape rounding
@@ -156,27 +159,51 @@ def test_library_cache_fallback_gives_identical_results(monkeypatch):
     lm, tree = tiny_lm("llama", 2), make_tree(NAMES)
     embeds, mask = left_padded_prompts([9, 4, 12, 7], 2)
     ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
-    monkeypatch.setattr(decoding, "_has_plain_layers", lambda lm: False)
+    monkeypatch.setattr(beam_cache, "has_plain_layers", lambda lm: False)
     assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8), ref)
 
 
-def test_finished_examples_leave_the_batch(monkeypatch):
+@pytest.mark.parametrize("layer_type", [beam_cache.SharedPromptLayer, beam_cache.BeamLayer])
+def test_finished_examples_leave_the_batch(layer_type, monkeypatch):
     """With RETIRE_AT tiny, the batch shrinks as soon as one example is final, and results stay those of generate()."""
     rng = np.random.default_rng(3)
     lm, tree = tiny_lm("opt", 3), make_tree(random_names(rng, 40))
     embeds, mask = left_padded_prompts(rng.integers(2, 12, size=8).tolist(), 3)
     ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
     row_counts = []
-    select = decoding._BeamLayer.batch_select_indices
+    select = layer_type.batch_select_indices
 
     def spy(layer, indices):
         row_counts.append(len(indices))
         select(layer, indices)
 
-    monkeypatch.setattr(decoding._BeamLayer, "batch_select_indices", spy)
+    monkeypatch.setattr(layer_type, "batch_select_indices", spy)
+    monkeypatch.setattr(beam_cache, "SHARE_PROMPT", layer_type is beam_cache.SharedPromptLayer)
     monkeypatch.setattr(decoding, "RETIRE_AT", 1e-9)
     assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10), ref)
     assert row_counts and min(row_counts) < 8 * 5
+
+
+def test_shared_prompt_cache_holds_one_prompt_copy_per_example():
+    """The point of SharedPromptLayer: the prompt part is per example, not per beam."""
+    lm = tiny_lm("llama", 0)
+    embeds, mask = left_padded_prompts([9, 4, 12], 0)
+    _, cache, _, _ = beam_cache.prefill(lm, embeds, mask, beams=5, max_new_tokens=8)
+    assert beam_cache.is_shared(cache)
+    for layer in cache.layers:
+        assert layer.prompt_keys.shape[:3] == (3, 2, 12)          # (examples, kv heads, prompt)
+        assert layer.answer_key_buffer.shape[:3] == (15, 2, 8)    # (examples x beams, kv heads, answer)
+
+
+def test_a_model_that_bypasses_the_attention_interface_is_refused(monkeypatch):
+    """If a model's attention ignored transformers' attention interface, the shared cache would give wrong answers
+    silently; the fast path must stop with a message instead."""
+    lm, tree = tiny_lm("opt", 0), make_tree(NAMES)
+    embeds, mask = left_padded_prompts([9, 4], 0)
+    monkeypatch.setitem(beam_cache.AttentionInterface._global_mapping, beam_cache.SHARED_ATTENTION,
+                        lambda module, query, key, value, *a, **k: (query.transpose(1, 2), None))
+    with pytest.raises(RuntimeError, match="SHARE_PROMPT = False"):
+        constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
 
 
 def test_answers_cover_prefix_names_and_lengths():

@@ -11,6 +11,17 @@ import torch
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+
+def genre_nested_dict(sequences):
+    """GEMEL's (GENRE's) prefix tree as released: a nested dict {token: {token: ...}}, leaf = {}. The independent
+    reference the tests compare trie.PrefixTree with, and the format of GEMEL's prefix_tree_opt.pkl."""
+    root = {}
+    for sequence in sequences:
+        node = root
+        for token in sequence:
+            node = node.setdefault(token, {})
+    return root
+
 TRAIN = [
     ("Paris is the capital and largest city of France.", "Paris", "Paris"),
     ("Paris Hilton launched a new perfume in Las Vegas.", "Paris Hilton", "Paris Hilton"),

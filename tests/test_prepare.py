@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import prepare
-from conftest import ENTITIES, TRAIN, write_split
+from conftest import ENTITIES, TRAIN, genre_nested_dict, write_split
 from trie import PrefixTree, TokenizerMismatchError, tokenizer_info
 from utils import DataError, load_image_features, load_mention_embeddings, load_prefix_tree, load_split
 
@@ -124,15 +124,6 @@ def no_temp_files(folder):
     return not glob.glob(os.path.join(folder, ".*.tmp")) and not glob.glob(os.path.join(folder, "*.parts"))
 
 
-def nested_dict(sequences):
-    root = {}
-    for sequence in sequences:
-        node = root
-        for token in sequence:
-            node = node.setdefault(token, {})
-    return root
-
-
 # ----------------------------------------------------------------------------- trie
 
 def test_trie_from_entity_list_is_found_by_main(dataset, tokenizer_dir, tokenizer, capsys):
@@ -161,7 +152,7 @@ def test_trie_from_gemel_pickle_for_another_tokenizer(dataset, tokenizer_dir, to
     assert spelled not in sequences
     pickle_file = os.path.join(dataset["folder"], "prefix_tree_opt.pkl")
     with open(pickle_file, "wb") as f:
-        pickle.dump(nested_dict(sequences + [spelled, [eos, eos]]), f)
+        pickle.dump(genre_nested_dict(sequences + [spelled, [eos, eos]]), f)
 
     prepare.main(["trie", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--model_name",
                   other_tokenizer_dir, "--source_model_name", tokenizer_dir])

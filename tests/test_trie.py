@@ -10,20 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import genre_nested_dict
 from trie import PrefixTree, TokenizerMismatchError, is_opt_tokenizer, tokenizer_info
 
 
 # ----------------------------------------------------------------------------------------------- reference
-
-def reference_tree(sequences):
-    """GENRE-style nested dict {token: {token: ...}}, leaf = {}."""
-    root = {}
-    for sequence in sequences:
-        node = root
-        for token in sequence:
-            node = node.setdefault(token, {})
-    return root
-
 
 def reference_node(root, prefix):
     node = root
@@ -36,7 +27,7 @@ def reference_node(root, prefix):
 
 def assert_matches_reference(tree, sequences, eos):
     distinct = sorted(set(map(tuple, sequences)))
-    root = reference_tree(distinct)
+    root = genre_nested_dict(distinct)
     assert len(tree) == len(distinct)
     assert [tuple(s) for s in tree.sequences()] == distinct
 
@@ -193,7 +184,7 @@ def test_loads_gemel_nested_dict_pickle(tmp_path):
     sequences = [[2, 10, 11, 2], [2, 10, 2], [2, 12, 2], [2, 50000, 60000, 2]]
     path = tmp_path / "prefix_tree_opt.pkl"
     with open(path, "wb") as handle:
-        pickle.dump(reference_tree(sequences), handle)
+        pickle.dump(genre_nested_dict(sequences), handle)
     tree = PrefixTree.from_gemel_pickle(path)
     assert list(tree.sequences()) == sorted(sequences)
     assert tree.eos_token_id == 2 and tree.get([2, 10]) == [2, 11]
@@ -268,7 +259,7 @@ def test_from_names_and_tokenizer_mismatch_error(tmp_path):
 
 def test_tree_from_gemel_pickle_without_tokenizer_info_still_checks_eos(tmp_path):
     path = tmp_path / "prefix_tree_opt.pkl"
-    path.write_bytes(pickle.dumps(reference_tree([[1, 3, 1], [1, 4, 1]])))
+    path.write_bytes(pickle.dumps(genre_nested_dict([[1, 3, 1], [1, 4, 1]])))
     tree = PrefixTree.from_gemel_pickle(path, eos_token_id=1)
     tree.save(tmp_path / "tree.trie")
     assert len(PrefixTree.load(tmp_path / "tree.trie", tokenizer=word_tokenizer(["a", "b", "c"], "ok"))) == 2

@@ -23,6 +23,7 @@ from transformers.masking_utils import AttentionMaskInterface
 # Tuning; none of these changes a result (tests/test_decoding.py checks each setting against the others).
 PREFILL_EACH_ON = ("cpu",)  # devices where a padded batch is prefilled one unpadded prompt at a time (see prefill)
 SHARE_PROMPT = True         # one prompt copy per example (SharedPromptLayer) instead of one per beam (BeamLayer)
+MIN_SHARED_PREFIX = 32      # reuse an earlier prompt's keys/values when at least this many leading positions match
 
 SHARED_ATTENTION = "gemel_shared_prompt"  # name registered with transformers' attention interfaces
 
@@ -289,12 +290,29 @@ def _prefill_batch(lm, inputs_embeds, mask):
 def _prefill_each(lm, inputs_embeds, lengths):
     """One unpadded forward per prompt (exactly generate()'s batch-1 prefill); keys/values left-padded into
     (B, heads, T, D) per layer, zeros under the padding (masked, but stale memory could hold NaN, and 0 * NaN
-    would still reach the attention output)."""
+    would still reach the attention output).
+
+    A prompt that begins like one already prefilled in this batch (GEMEL: the same mention retrieves the same
+    demonstrations, so whole demonstration blocks repeat) reuses that prompt's keys/values for the common part and
+    runs only the rest: keys/values of position t depend on positions <= t alone.
+    """
     batch_size, width = inputs_embeds.shape[:2]
+    device = inputs_embeds.device
     logits, prompt_layers = [], None
     for row, length in enumerate(lengths):
-        out = lm(inputs_embeds=inputs_embeds[row:row + 1, width - length:],
-                 position_ids=torch.arange(length, device=inputs_embeds.device)[None], use_cache=True,
+        prompt = inputs_embeds[row, width - length:]  # (L, H)
+        source, shared = _longest_shared_prefix(inputs_embeds, lengths, row)
+        past = None
+        if shared >= MIN_SHARED_PREFIX:
+            shared = min(shared, length - 1)  # the last position must run: its logits start the answer
+            past = DynamicCache()
+            start = width - lengths[source]
+            for index, buffers in enumerate(prompt_layers):  # copies: the forward appends to them
+                past.update(*(buffer[source:source + 1, :, start:start + shared].clone() for buffer in buffers), index)
+        else:
+            shared = 0
+        out = lm(inputs_embeds=prompt[None, shared:], past_key_values=past,
+                 position_ids=torch.arange(shared, length, device=device)[None], use_cache=True,
                  **last_logits_only(lm))
         logits.append(out.logits[:, -1].float())
         layers = out.past_key_values.layers  # keys/values (1, heads, length, head_dim)
@@ -304,9 +322,25 @@ def _prefill_each(lm, inputs_embeds, lengths):
         for layer, buffers in zip(layers, prompt_layers):
             for states, buffer in zip((layer.keys, layer.values), buffers):
                 buffer[row, :, width - length:] = states[0]
-        del out, layers  # free this prompt's cache before the next forward
+        del out, layers, past  # free this prompt's cache before the next forward
     return torch.cat(logits), prompt_layers
 
+
+def _longest_shared_prefix(inputs_embeds, lengths, row):
+    """(earlier row, number of leading positions whose embeddings equal this row's); (-1, 0) when none."""
+    width = inputs_embeds.shape[1]
+    prompt = inputs_embeds[row, width - lengths[row]:]
+    best_row, best = -1, 0
+    for other in range(row):
+        candidate = inputs_embeds[other, width - lengths[other]:]
+        limit = min(len(prompt), len(candidate))
+        if limit <= best or not torch.equal(prompt[0], candidate[0]):
+            continue
+        equal = (prompt[:limit] == candidate[:limit]).all(-1)  # (limit,)
+        shared = limit if bool(equal.all()) else int(equal.int().argmin())
+        if shared > best:
+            best_row, best = other, shared
+    return best_row, best
 
 def forward_token(lm, tokens, cache, mask, positions):
     """One decoding step for every row: tokens (N,) at positions (N,); mask (N, past + 1) or None."""

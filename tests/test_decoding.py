@@ -137,6 +137,7 @@ SETTINGS = {  # every fast-path alternative; none may change a result
     "dense candidates": {(decoding, "DENSE_CANDIDATES_ABOVE"): -1.0},
     "no retiring": {(decoding, "RETIRE_AT"): 2.0},
     "retire at once": {(decoding, "RETIRE_AT"): 1e-9},
+    "no prefix reuse": {(beam_cache, "MIN_SHARED_PREFIX"): 10 ** 9},
 }
 
 
@@ -204,6 +205,40 @@ def test_a_model_that_bypasses_the_attention_interface_is_refused(monkeypatch):
                         lambda module, query, key, value, *a, **k: (query.transpose(1, 2), None))
     with pytest.raises(RuntimeError, match="SHARE_PROMPT = False"):
         constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
+
+
+def prompts_with_shared_beginnings(seed):
+    """Left-padded prompts where rows 2 and 3 begin like row 0 (12 positions, and all of it), as GEMEL prompts
+    whose mentions retrieve the same demonstrations do."""
+    gen = torch.Generator().manual_seed(seed)
+    base, other, tail = (torch.randn(n, HIDDEN, generator=gen) for n in (15, 10, 4))
+    prompts = [base, other, torch.cat([base[:12], tail]), base.clone()]
+    width = max(len(p) for p in prompts)
+    embeds = torch.zeros(len(prompts), width, HIDDEN)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        embeds[row, width - len(prompt):] = prompt
+        mask[row, width - len(prompt):] = 1
+    return embeds, mask
+
+
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_prompts_with_a_shared_beginning_reuse_its_cache(arch, monkeypatch):
+    lm, tree = tiny_lm(arch, 4), make_tree(NAMES)
+    embeds, mask = prompts_with_shared_beginnings(4)
+    ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
+    monkeypatch.setattr(beam_cache, "MIN_SHARED_PREFIX", 4)
+    prefill_lengths = []
+    forward = type(lm).forward
+
+    def spy(self, *args, **kwargs):
+        if kwargs.get("inputs_embeds") is not None:
+            prefill_lengths.append(kwargs["inputs_embeds"].shape[1])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(lm), "forward", spy)
+    assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8), ref)
+    assert prefill_lengths == [15, 10, 4, 1]  # rows 2 and 3 ran only what row 0 had not
 
 
 def test_answers_cover_prefix_names_and_lengths():

@@ -9,6 +9,8 @@ concatenates the whole cache at every step):
 - BeamLayer: the prompt copied into every beam's row, the layout generate() uses; the fallback when the shared
   attention cannot be used (SHARE_PROMPT off, or a model whose attention needs more than scores and softmax).
 Models whose cache is not all DynamicLayers (sliding windows, recurrent state) keep the library's own cache.
+On CPU the prompts of a batch are prefilled one at a time, unpadded, and a prompt that begins like an earlier one
+reuses that one's keys/values for the common part (see _prefill_each).
 
 Rows: row b * K + k of every per-beam tensor is beam k of example b.
 """

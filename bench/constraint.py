@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import decoding  # noqa: E402
 import params  # noqa: E402
 from decoding import Unconstrained  # noqa: E402
-from infe import evaluate, load_experiment  # noqa: E402
+from infe import evaluate, load_experiment, set_seed  # noqa: E402
 
 
 def timed(fn, bucket):
@@ -44,6 +44,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     args = params.parse_args(["--ICL_examples_num", str(a.ICL_examples_num), "--device", "cpu"])
+    set_seed(args.random_seed)  # the projector is freshly initialised: seeded, so that accuracy repeats
     exp = load_experiment(args, ["dev"])
     split = exp.splits["dev"]
     split.examples, split.demos, split.images = (split.examples[:a.examples], split.demos[:a.examples],

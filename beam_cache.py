@@ -248,21 +248,22 @@ def prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens):
     batch_size, width = attention_mask.shape
     lengths = attention_mask.long().sum(-1)  # (B,)
     padded = bool((lengths < width).any())
-    mask = attention_mask.long().repeat_interleave(beams, dim=0) if padded else None  # (B*K, T)
+    prompt_mask = attention_mask.long() if padded else None  # (B, T)
+    mask = None if prompt_mask is None else prompt_mask.repeat_interleave(beams, dim=0)  # (B*K, T)
     positions = lengths.repeat_interleave(beams)  # (B*K,) generate(): position = number of tokens before it
     if not has_plain_layers(lm):
-        logits, cache = _prefill_batch(lm, inputs_embeds, attention_mask.long() if padded else None)
+        logits, cache = _prefill_batch(lm, inputs_embeds, prompt_mask)
         cache.batch_repeat_interleave(beams)
         return logits, cache, mask, positions
 
     if padded and inputs_embeds.device.type in PREFILL_EACH_ON:
         logits, prompt_layers = _prefill_each(lm, inputs_embeds, lengths.tolist())
     else:
-        logits, library_cache = _prefill_batch(lm, inputs_embeds, attention_mask.long() if padded else None)
+        logits, library_cache = _prefill_batch(lm, inputs_embeds, prompt_mask)
         prompt_layers = [(layer.keys, layer.values) for layer in library_cache.layers]  # (B, heads, T, head_dim)
     if SHARE_PROMPT:
-        prompt_mask = attention_mask.bool() if padded else None
-        layers = [SharedPromptLayer(keys, values, prompt_mask, beams, max_new_tokens) for keys, values in prompt_layers]
+        real = None if prompt_mask is None else prompt_mask.bool()  # (B, T) True on real tokens
+        layers = [SharedPromptLayer(keys, values, real, beams, max_new_tokens) for keys, values in prompt_layers]
     else:
         layers = [BeamLayer(*(_copy_to_beams(states, beams, max_new_tokens) for states in pair), width)
                   for pair in prompt_layers]
@@ -357,25 +358,17 @@ def reorder_beams(cache, rows, prompt_length):
 
     The prompt positions of all beams of an example are one prompt's, and `rows` never leaves its example, so
     reordering them changes nothing; skipping them saves copying the whole prompt cache every step (on CPU the copy
-    costs more than the forward pass). Falls back to the library's reorder for other cache layer types.
+    costs more than the forward pass). The library's fallback cache is reordered by the library.
     """
-    layers = getattr(cache, "layers", None)
-    if layers is not None and all(isinstance(layer, (BeamLayer, SharedPromptLayer)) for layer in layers):
-        for layer in layers:
-            layer.reorder_answer(rows, prompt_length)
-        return
-    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+    if not is_beam_layout(cache):
         cache.reorder_cache(rows)
         return
-    for layer in layers:
-        if layer.get_seq_length() > prompt_length:  # (N, heads, prompt + generated, head_dim)
-            for states in (layer.keys, layer.values):
-                generated = states[:, :, prompt_length:]
-                generated.copy_(generated.index_select(0, rows))
+    for layer in cache.layers:
+        layer.reorder_answer(rows, prompt_length)
 
 
-def can_drop_rows(cache):
-    """Whether finished examples can leave this cache (the layouts here; not the library's fallback cache)."""
+def is_beam_layout(cache):
+    """Whether the cache is laid out here (so finished examples can leave it), not the library's fallback cache."""
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(isinstance(layer, (BeamLayer, SharedPromptLayer)) for layer in layers)
 

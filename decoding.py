@@ -233,13 +233,15 @@ def _top_candidates(log_probs, running_scores, tree, states, num_candidates):
     num_rows, vocab_size = log_probs.shape
     batch_size, beams = running_scores.shape
     device = log_probs.device
+    dense = None  # the V-wide masked scores, when those are cheaper than packing the allowed pairs
     if isinstance(tree, Unconstrained):
-        totals = log_probs.view(batch_size, beams, vocab_size) + running_scores[:, :, None]
-        return torch.topk(totals.view(batch_size, -1), k=num_candidates)
-    rows, tokens = _allowed_pairs(tree, states, vocab_size)
-    if len(rows) > DENSE_CANDIDATES_ABOVE * num_rows * vocab_size:
-        masked = _mask_from_pairs(log_probs, rows, tokens, tree.eos_token_id)
-        totals = masked.view(batch_size, beams, vocab_size) + running_scores[:, :, None]
+        dense = log_probs
+    else:
+        rows, tokens = _allowed_pairs(tree, states, vocab_size)
+        if len(rows) > DENSE_CANDIDATES_ABOVE * num_rows * vocab_size:
+            dense = _mask_from_pairs(log_probs, rows, tokens, tree.eos_token_id)
+    if dense is not None:
+        totals = dense.view(batch_size, beams, vocab_size) + running_scores[:, :, None]
         return torch.topk(totals.view(batch_size, -1), k=num_candidates)
 
     fell_off = np.flatnonzero(np.bincount(rows, minlength=num_rows) == 0)  # rows offering only EOS
@@ -280,7 +282,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
     prompt_length = cache.get_seq_length()
     num_candidates = 2 * beams  # transformers keeps (1 + number of EOS ids) * num_beams candidates, at least 2x
     in_top_beams = torch.arange(num_candidates, device=device) < beams  # (2K,) only these may finish
-    can_retire = beam_cache.can_drop_rows(cache)
+    can_retire = beam_cache.is_beam_layout(cache)
 
     log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(beams, dim=0)  # (B*K, V)
     states = np.full(batch_size * beams, tree.start_state(), dtype=np.int64)
@@ -302,7 +304,8 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
     for step in range(max_new_tokens):
         if step > 0:
             mask = _grow(mask)
-            logits, cache = beam_cache.forward_token(lm, running_tokens[:, :, step - 1].reshape(-1), cache, mask, positions)
+            last_tokens = running_tokens[:, :, step - 1].reshape(-1)  # (B*K,)
+            logits, cache = beam_cache.forward_token(lm, last_tokens, cache, mask, positions)
             log_probs = torch.log_softmax(logits, dim=-1)
             positions = positions + 1
 

@@ -3,8 +3,9 @@
 Evaluates the demo's dev split with the real SmolLM2-135M twice in one process: with the prefix tree, timing every
 call of the constrained candidate selection (decoding._top_candidates: the tree's allowed (row, token) pairs, their
 scores and the top-2K ranking, which beam search needs with or without a tree, so the share is an upper bound; and
-decoding.mask_to_tree, used by greedy decoding) and of tree.advance, and without the tree. Reports the share of evaluation time spent in the constraint, and seconds per generated
-token both ways (without the tree the LM writes names of other lengths, so per-token cost is the fair comparison).
+decoding.mask_to_tree, used by greedy decoding) and of tree.advance, and without the tree. Reports the share of
+evaluation time spent in the constraint, and seconds per generated token both ways (without the tree the LM writes
+names of other lengths, so per-token cost is the fair comparison).
 
     python bench/constraint.py [--examples 80] [--ICL_examples_num 4]
 """

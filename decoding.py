@@ -21,8 +21,8 @@ Why the fast path equals the reference (transformers 5.x, `_beam_search` / `_sam
 - Bookkeeping: the loop below repeats transformers' tensor algorithm step by step, with the same float32 values:
   log_softmax of the raw logits, then the tree mask (no renormalisation); top 2*num_beams candidates over
   (num_beams * vocab), ranked among the allowed pairs kept in the dense tensor's order; EOS (or max length)
-  candidates finish only when ranked in the top num_beams; finished score = sum of log-probs / generated_len **
-  length_penalty (the EOS counted); the same -1e9 sentinels and the same early-stop heuristic for
+  candidates finish only when ranked in the top num_beams; finished score = sum of log-probs / generated_len
+  (length penalty 1, the EOS counted); the same -1e9 sentinels and the same early-stop heuristic for
   early_stopping=False. Once that heuristic stops an example, transformers keeps decoding it without changing its
   result; here it leaves the batch. Only near-ties closer than the prefill's rounding can resolve differently.
 - num_beams=1 means greedy decoding, as in transformers (generate() runs `_sample`, not beam search, for one beam):
@@ -42,9 +42,16 @@ import beam_cache
 FELL_OFF_TREE_SCORE = -1.0e4
 # transformers' beam-search sentinel for "not a candidate" (added, never multiplied, so -inf stays -inf).
 _NOT_A_CANDIDATE = -1.0e9
-# Fast-path tuning (more in beam_cache.py); none changes a result (tests/test_decoding.py checks each setting).
-DENSE_CANDIDATES_ABOVE = 0.25  # share of allowed (row, token) pairs above which V-wide top-k is cheaper than packing
-RETIRE_AT = 0.25  # share of an in-flight batch whose results are final at which those examples leave it
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How the fast path runs. No setting changes a result (tests/test_decoding.py checks each against the others)."""
+    share_prompt: bool = True          # one prompt cache per example for all its beams (beam_cache.SharedPromptLayer)
+    prefill_each_on: tuple = ("cpu",)  # devices where a padded batch is prefilled one unpadded prompt at a time
+    min_shared_prefix: int = 32        # reuse an earlier prompt's keys/values when this many leading positions match
+    dense_candidates_above: float = 0.25  # share of allowed (row, token) pairs above which V-wide top-k is cheaper
+    retire_at: float = 0.25            # share of the in-flight batch whose results are final at which they leave it
 
 
 @dataclass
@@ -173,26 +180,29 @@ def _grow(mask):
 
 
 @torch.no_grad()
-def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5, max_new_tokens=32,
-                            length_penalty=1.0, length_offset=0) -> BeamSearchOutput:
+def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5, max_new_tokens=32, length_offset=0,
+                            options=None) -> BeamSearchOutput:
     """The fast path: one prefill per example, then all beams of all examples decoded together under the tree.
 
     inputs_embeds (B, T, H) in the LM's dtype; attention_mask (B, T) left-padded 0/1; the answer starts right after
-    the prompt. A finished hypothesis scores sum of log-probs (EOS included) / (generated_len + length_offset) **
-    length_penalty; the early-stop heuristic uses the same length. length_offset=0 reproduces transformers 5.x
+    the prompt. A finished hypothesis scores sum of log-probs (EOS included) / (generated_len + length_offset) (length
+    penalty 1); the early-stop heuristic uses the same length. length_offset=0 reproduces transformers 5.x
     (`generate_reference`); length_offset=1 reproduces the length normalisation of transformers 4.30 as used by
     GEMEL's original code, whose output carried a leading BOS so that every hypothesis was one token longer.
     num_beams=1 is greedy decoding (see the module docstring). A name longer than max_new_tokens comes back cut at
-    max_new_tokens tokens, as in transformers.
+    max_new_tokens tokens, as in transformers. `options` (DecodingOptions) says how to run, never what comes out.
     """
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"num_beams ({num_beams}) and max_new_tokens ({max_new_tokens}) must be at least 1")
-    logits, cache, mask, positions = beam_cache.prefill(lm, inputs_embeds, attention_mask, num_beams, max_new_tokens)
-    search = _greedy if num_beams == 1 else _beam_search
-    return search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_penalty, length_offset)
+    options = options or DecodingOptions()
+    logits, cache, mask, positions = beam_cache.prefill(lm, inputs_embeds, attention_mask, num_beams, max_new_tokens,
+                                                        options)
+    if num_beams == 1:
+        return _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens, length_offset)
+    return _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_offset, options)
 
 
-def _greedy(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_penalty, length_offset):
+def _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens, length_offset):
     """Greedy decoding as transformers' `_sample` with do_sample=False: argmax of the masked raw logits."""
     batch_size, device, eos = logits.shape[0], logits.device, tree.eos_token_id
     states = np.full(batch_size, tree.start_state(), dtype=np.int64)
@@ -215,12 +225,12 @@ def _greedy(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens,
         states = tree.advance(states, chosen.cpu().numpy())
         if not bool(unfinished.any()):
             break
-    scores = total / (lengths + length_offset).float() ** length_penalty
+    scores = total / (lengths + length_offset).float()
     tokens = [_answer_tokens(row, eos) for row in generated.tolist()]
     return BeamSearchOutput(tokens=tokens, scores=scores.tolist())
 
 
-def _top_candidates(log_probs, running_scores, tree, states, num_candidates):
+def _top_candidates(log_probs, running_scores, tree, states, num_candidates, dense_above):
     """The best `num_candidates` continuations of each example over all its beams: scores and beam * V + token.
 
     log_probs (B*K, V) raw log-softmax; running_scores (B, K); states (B*K,). Same values, in the same order, as
@@ -238,7 +248,7 @@ def _top_candidates(log_probs, running_scores, tree, states, num_candidates):
         dense = log_probs
     else:
         rows, tokens = _allowed_pairs(tree, states, vocab_size)
-        if len(rows) > DENSE_CANDIDATES_ABOVE * num_rows * vocab_size:
+        if len(rows) > dense_above * num_rows * vocab_size:
             dense = _mask_from_pairs(log_probs, rows, tokens, tree.eos_token_id)
     if dense is not None:
         totals = dense.view(batch_size, beams, vocab_size) + running_scores[:, :, None]
@@ -271,95 +281,124 @@ def _top_candidates(log_probs, running_scores, tree, states, num_candidates):
     return scores, torch.take_along_dim(packed_index, picked, dim=1)
 
 
-def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_penalty, length_offset):
+def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_offset, options):
     """Beam search as transformers' `_beam_search` (early_stopping=False), starting from the prefill's last logits.
 
     Examples that cannot change any more (transformers keeps decoding them, with no effect on their result) leave
-    the batch once they are RETIRE_AT of it, so the remaining steps run on fewer rows.
+    the batch once they are options.retire_at of it, so the remaining steps run on fewer rows.
     """
     batch_size, vocab_size = logits.shape
-    device, eos, beams = logits.device, tree.eos_token_id, num_beams
     prompt_length = cache.get_seq_length()
-    num_candidates = 2 * beams  # transformers keeps (1 + number of EOS ids) * num_beams candidates, at least 2x
-    in_top_beams = torch.arange(num_candidates, device=device) < beams  # (2K,) only these may finish
     can_retire = beam_cache.is_beam_layout(cache)
-
-    log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(beams, dim=0)  # (B*K, V)
-    states = np.full(batch_size * beams, tree.start_state(), dtype=np.int64)
-    live = torch.arange(batch_size, device=device)  # (B',) the examples still in the batch
-    best_tokens = torch.full((batch_size, max_new_tokens), eos, dtype=torch.long, device=device)
-    best_scores = torch.full((batch_size,), _NOT_A_CANDIDATE, device=device)
-
-    # Running beams: answer tokens so far and summed log-probs; only beam 0 starts live, so that the K beams of
-    # the first step are K different tokens.
-    running_tokens = torch.full((batch_size, beams, max_new_tokens), eos, dtype=torch.long, device=device)
-    running_scores = torch.zeros((batch_size, beams), device=device)
-    running_scores[:, 1:] = _NOT_A_CANDIDATE
-    # Finished hypotheses, best first: tokens (EOS-filled after the end), normalised scores, and whether real.
-    finished_tokens = running_tokens.clone()
-    finished_scores = torch.full((batch_size, beams), _NOT_A_CANDIDATE, device=device)
-    is_finished = torch.zeros((batch_size, beams), dtype=torch.bool, device=device)
-    may_improve = torch.ones((batch_size, 1), dtype=torch.bool, device=device)
+    beams = _Beams(batch_size, num_beams, max_new_tokens, tree.eos_token_id, logits.device)
+    log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(num_beams, dim=0)  # (B*K, V)
+    states = np.full(batch_size * num_beams, tree.start_state(), dtype=np.int64)  # tree state of each beam row
 
     for step in range(max_new_tokens):
         if step > 0:
             mask = _grow(mask)
-            last_tokens = running_tokens[:, :, step - 1].reshape(-1)  # (B*K,)
-            logits, cache = beam_cache.forward_token(lm, last_tokens, cache, mask, positions)
+            logits, cache = beam_cache.forward_token(lm, beams.last_tokens(step), cache, mask, positions)
             log_probs = torch.log_softmax(logits, dim=-1)
             positions = positions + 1
 
-        # Top 2K continuations over all beams of an example.
-        cand_scores, cand_index = _top_candidates(log_probs, running_scores, tree, states, num_candidates)  # (B, 2K)
-        cand_beam, cand_token = cand_index // vocab_size, cand_index % vocab_size
-        cand_tokens = torch.take_along_dim(running_tokens, cand_beam[:, :, None], dim=1)  # (B, 2K, max_new)
-        cand_tokens[:, :, step] = cand_token
-        ends = (cand_token == eos) | (step + 1 >= max_new_tokens)  # (B, 2K) EOS or max length
-
-        # The best K candidates that do not end keep running.
-        keep_scores = cand_scores + ends.float() * _NOT_A_CANDIDATE
-        keep = torch.topk(keep_scores, k=beams)[1]  # (B, K)
-        running_tokens = torch.take_along_dim(cand_tokens, keep[:, :, None], dim=1)
-        running_scores = torch.take_along_dim(keep_scores, keep, dim=1)
-        example_offset = torch.arange(len(live), device=device)[:, None] * beams  # (B, 1)
-        parent_row = (torch.take_along_dim(cand_beam, keep, dim=1) + example_offset).view(-1)  # (B*K,)
-
-        # Ending candidates ranked in the top K join the finished hypotheses if they beat the worst kept one.
-        just_finished = ends & in_top_beams[None, :]
-        new_scores = cand_scores / ((step + 1 + length_offset) ** length_penalty)
-        new_scores = new_scores + (~may_improve).float() * _NOT_A_CANDIDATE
-        new_scores = new_scores + (~just_finished).float() * _NOT_A_CANDIDATE
-        merged_scores = torch.cat([finished_scores, new_scores], dim=1)  # (B, 3K)
-        best = torch.topk(merged_scores, k=beams)[1]
-        finished_tokens = torch.take_along_dim(torch.cat([finished_tokens, cand_tokens], dim=1), best[:, :, None], 1)
-        finished_scores = torch.take_along_dim(merged_scores, best, dim=1)
-        is_finished = torch.take_along_dim(torch.cat([is_finished, just_finished], dim=1), best, dim=1)
+        # transformers keeps (1 + number of EOS ids) * num_beams candidates per example
+        candidates = _top_candidates(log_probs, beams.running_scores, tree, states, 2 * num_beams,
+                                     options.dense_candidates_above)  # scores, beam * V + token: (B, 2K) each
+        parent_row, ends = beams.advance(step, *candidates, vocab_size, length_offset)
 
         # Move cache rows and tree states to the kept beams' parents, then read their new tokens.
         beam_cache.reorder_beams(cache, parent_row, prompt_length)
-        states = tree.advance(states[parent_row.cpu().numpy()], running_tokens[:, :, step].reshape(-1).cpu().numpy())
+        states = tree.advance(states[parent_row.cpu().numpy()], beams.new_tokens(step).cpu().numpy())
 
-        # transformers' heuristic for early_stopping=False: stop an example once its best running beam, normalised
-        # by the current length, cannot beat its worst finished hypothesis.
-        best_running = running_scores[:, :1] / ((step + 1 + length_offset) ** length_penalty)
-        worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0], _NOT_A_CANDIDATE)
-        may_improve = may_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)
-        if not bool(may_improve.any()) or bool(ends.all()):
+        if not beams.update_may_improve(step, length_offset) or bool(ends.all()):
             break
-        done = ~may_improve[:, 0]  # (B',) results final: transformers adds nothing to them any more
-        if can_retire and int(done.sum()) >= RETIRE_AT * len(live):
-            best_tokens[live[done]] = finished_tokens[done, 0]
-            best_scores[live[done]] = finished_scores[done, 0]
-            kept = (~done).nonzero().squeeze(1)  # (B'',)
-            rows = (kept[:, None] * beams + torch.arange(beams, device=device)).view(-1)  # (B''*K,)
+        done = ~beams.may_improve[:, 0]  # (B',) results final: transformers adds nothing to them any more
+        if can_retire and int(done.sum()) >= options.retire_at * len(beams.live):
+            rows = beams.retire(done)
             beam_cache.keep_rows(cache, rows)
             mask = None if mask is None else mask.index_select(0, rows)
             positions, states = positions.index_select(0, rows), states[rows.cpu().numpy()]
-            live, running_tokens, running_scores = live[kept], running_tokens[kept], running_scores[kept]
-            finished_tokens, finished_scores = finished_tokens[kept], finished_scores[kept]
-            is_finished, may_improve = is_finished[kept], may_improve[kept]
+    return beams.result()
 
-    best_tokens[live] = finished_tokens[:, 0]
-    best_scores[live] = finished_scores[:, 0]
-    tokens = [_answer_tokens(row, eos) for row in best_tokens.tolist()]
-    return BeamSearchOutput(tokens=tokens, scores=best_scores.tolist())
+
+class _Beams:
+    """transformers' beam-search bookkeeping for the examples still in the batch (row b * K + k is beam k of b).
+
+    Running beams hold their answer tokens so far and summed log-probs; finished hypotheses are kept best first with
+    their normalised scores; `may_improve` is the early-stop heuristic's verdict per example.
+    """
+
+    def __init__(self, batch_size, beams, max_new_tokens, eos, device):
+        self.beams, self.eos, self.max_new_tokens = beams, eos, max_new_tokens
+        self.live = torch.arange(batch_size, device=device)  # (B',) the examples still in the batch
+        self.best_tokens = torch.full((batch_size, max_new_tokens), eos, dtype=torch.long, device=device)
+        self.best_scores = torch.full((batch_size,), _NOT_A_CANDIDATE, device=device)
+        # Only beam 0 starts live, so that the K beams of the first step are K different tokens.
+        self.running_tokens = torch.full((batch_size, beams, max_new_tokens), eos, dtype=torch.long, device=device)
+        self.running_scores = torch.zeros((batch_size, beams), device=device)
+        self.running_scores[:, 1:] = _NOT_A_CANDIDATE
+        # Finished hypotheses: tokens (EOS-filled after the end), normalised scores, and whether real.
+        self.finished_tokens = self.running_tokens.clone()
+        self.finished_scores = torch.full((batch_size, beams), _NOT_A_CANDIDATE, device=device)
+        self.is_finished = torch.zeros((batch_size, beams), dtype=torch.bool, device=device)
+        self.may_improve = torch.ones((batch_size, 1), dtype=torch.bool, device=device)
+        self.in_top_beams = torch.arange(2 * beams, device=device) < beams  # (2K,) only these may finish
+
+    def last_tokens(self, step):
+        return self.running_tokens[:, :, step - 1].reshape(-1)  # (B*K,)
+
+    def new_tokens(self, step):
+        return self.running_tokens[:, :, step].reshape(-1)  # (B*K,)
+
+    def advance(self, step, cand_scores, cand_index, vocab_size, length_offset):
+        """Take this step's candidates (B, 2K): the best K that do not end keep running, ending ones ranked in the top
+        K join the finished hypotheses if they beat the worst kept one. Returns each new beam's parent row (B*K,)
+        and which candidates ended (B, 2K)."""
+        cand_beam, cand_token = cand_index // vocab_size, cand_index % vocab_size
+        cand_tokens = torch.take_along_dim(self.running_tokens, cand_beam[:, :, None], dim=1)  # (B, 2K, max_new)
+        cand_tokens[:, :, step] = cand_token
+        ends = (cand_token == self.eos) | (step + 1 >= self.max_new_tokens)  # EOS or max length
+
+        keep_scores = cand_scores + ends.float() * _NOT_A_CANDIDATE
+        keep = torch.topk(keep_scores, k=self.beams)[1]  # (B, K)
+        self.running_tokens = torch.take_along_dim(cand_tokens, keep[:, :, None], dim=1)
+        self.running_scores = torch.take_along_dim(keep_scores, keep, dim=1)
+        example_offset = torch.arange(len(self.live), device=keep.device)[:, None] * self.beams  # (B, 1)
+        parent_row = (torch.take_along_dim(cand_beam, keep, dim=1) + example_offset).view(-1)
+
+        just_finished = ends & self.in_top_beams[None, :]
+        new_scores = cand_scores / (step + 1 + length_offset)
+        new_scores = new_scores + (~self.may_improve).float() * _NOT_A_CANDIDATE
+        new_scores = new_scores + (~just_finished).float() * _NOT_A_CANDIDATE
+        merged_scores = torch.cat([self.finished_scores, new_scores], dim=1)  # (B, 3K)
+        best = torch.topk(merged_scores, k=self.beams)[1]
+        self.finished_tokens = torch.take_along_dim(torch.cat([self.finished_tokens, cand_tokens], dim=1),
+                                                    best[:, :, None], 1)
+        self.finished_scores = torch.take_along_dim(merged_scores, best, dim=1)
+        self.is_finished = torch.take_along_dim(torch.cat([self.is_finished, just_finished], dim=1), best, dim=1)
+        return parent_row, ends
+
+    def update_may_improve(self, step, length_offset):
+        """transformers' heuristic for early_stopping=False: an example stops once its best running beam, normalised
+        by the current length, cannot beat its worst finished hypothesis. Returns whether any example goes on."""
+        best_running = self.running_scores[:, :1] / (step + 1 + length_offset)
+        worst_finished = torch.where(self.is_finished, self.finished_scores.min(dim=1, keepdim=True)[0],
+                                     _NOT_A_CANDIDATE)
+        self.may_improve = self.may_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)
+        return bool(self.may_improve.any())
+
+    def retire(self, done):
+        """Record the results of the `done` examples (B',) and drop them; returns the beam rows kept (B''*K,)."""
+        self.best_tokens[self.live[done]] = self.finished_tokens[done, 0]
+        self.best_scores[self.live[done]] = self.finished_scores[done, 0]
+        kept = (~done).nonzero().squeeze(1)  # (B'',)
+        for name in ("live", "running_tokens", "running_scores", "finished_tokens", "finished_scores",
+                     "is_finished", "may_improve"):
+            setattr(self, name, getattr(self, name)[kept])
+        return (kept[:, None] * self.beams + torch.arange(self.beams, device=kept.device)).view(-1)
+
+    def result(self):
+        self.best_tokens[self.live] = self.finished_tokens[:, 0]
+        self.best_scores[self.live] = self.finished_scores[:, 0]
+        tokens = [_answer_tokens(row, self.eos) for row in self.best_tokens.tolist()]
+        return BeamSearchOutput(tokens=tokens, scores=self.best_scores.tolist())

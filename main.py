@@ -11,10 +11,13 @@ import time
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup, set_seed
 
+import fileio
 import params
-from infe import checkpoint_path, evaluate, load_experiment, set_seed, write_jsonl_atomic
-from model import atomic_torch_save, load_checkpoint, save_checkpoint
+from evaluation import EvalSettings, evaluate
+from experiment import checkpoint_path, load_experiment
+from model import load_checkpoint, save_checkpoint
 from utils import length_bucketed_batches
 
 
@@ -31,14 +34,7 @@ def make_optimizer(model, args, micro_steps_per_epoch):
     optimizer = torch.optim.AdamW(groups, lr=args.lr, eps=args.adam_epsilon)
     steps_per_epoch = math.ceil(micro_steps_per_epoch / args.accum_iter)
     total = args.train_epoch * (micro_steps_per_epoch if args.legacy_optimizer else steps_per_epoch)
-    warmup = int(total * args.warmup_ratio)
-
-    def rate(step):
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, rate), total
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(total * args.warmup_ratio), total)
 
 
 def run_name(args):
@@ -53,18 +49,15 @@ def log_metrics(args, row):
 
 def save_config(args, path, extra):
     config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None), dict))}
-    config.update(extra)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-    os.replace(tmp, path)
+    fileio.write_json(path, {**config, **extra})
 
 
 def train(args, exp):
     model, builder, split = exp.model, exp.builder, exp.splits["train"]
+    settings = EvalSettings.from_args(args)
     lengths = [builder.prompt_length(ex, d, with_target=True) for ex, d in zip(split.examples, split.demos)]
     micro_per_epoch = math.ceil(len(lengths) / args.train_bs)
-    optimizer, scheduler, total_sched = make_optimizer(model, args, micro_per_epoch)
+    optimizer, scheduler = make_optimizer(model, args, micro_per_epoch)
     ckpt = checkpoint_path(args)
     state_file = os.path.join(args.ckpt_dir, f"{run_name(args)}.train_state.pt")
     state = {"global_step": 0, "epoch": 0, "batch": 0, "best_acc": float("-inf"), "best_step": None}
@@ -92,8 +85,7 @@ def train(args, exp):
           f"frozen {frozen:,}\n{'=' * 60}")
 
     def evaluate_and_keep_best():
-        acc, _ = evaluate(model, builder, exp.tokenizer, exp.splits["dev"], exp.tree, args.num_beams,
-                          args.max_new_tokens, args.eval_bs, args.decoding)
+        acc, _ = evaluate(exp, exp.splits["dev"], settings)
         row = {"step": state["global_step"], "epoch": state["epoch"], "dev_acc": acc, "time": time.time()}
         if acc >= state["best_acc"]:  # as the original: a tie keeps the later checkpoint
             state["best_acc"], state["best_step"] = acc, state["global_step"]
@@ -148,7 +140,7 @@ def train(args, exp):
 
 
 def save_train_state(path, model, optimizer, scheduler, progress):
-    atomic_torch_save({"linear": model.linear.state_dict(), "optimizer": optimizer.state_dict(),
+    fileio.torch_save({"linear": model.linear.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "progress": dict(progress),
                        "torch_rng": torch.get_rng_state(),
                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, path)
@@ -165,9 +157,8 @@ def main(argv=None):
         ckpt = checkpoint_path(args)
         load_checkpoint(exp.model, ckpt)
         print(f"Testing the best checkpoint {ckpt}")
-        acc, records = evaluate(exp.model, exp.builder, exp.tokenizer, exp.splits["test"], exp.tree,
-                                args.num_beams, args.max_new_tokens, args.eval_bs, args.decoding)
-        write_jsonl_atomic(os.path.splitext(ckpt)[0] + ".test.predictions.jsonl", records)
+        acc, records = evaluate(exp, exp.splits["test"], EvalSettings.from_args(args))
+        fileio.write_jsonl(os.path.splitext(ckpt)[0] + ".test.predictions.jsonl", records)
         log_metrics(args, {"step": state["global_step"], "test_acc": acc, "checkpoint": ckpt})
         result["test_acc"] = acc
     print(json.dumps(result))

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import decoding
 import fileio
 
 
@@ -52,21 +53,21 @@ class GEMEL(nn.Module):
         return F.cross_entropy(logits, targets[rows, cols])
 
     @torch.no_grad()
-    def generate(self, batch, tree, num_beams, max_new_tokens, decoding="fast", length_offset=1):
+    def generate(self, batch, tree, num_beams, max_new_tokens, method="fast", options=None, length_offset=1):
         """Best name per example of a left-padded batch (token ids without EOS, and scores).
 
-        length_offset=1 scores a finished name as GEMEL's original did under transformers 4.30 (log-probability sum
-        over answer length + 1); the "reference" path uses the installed transformers' own normalisation.
+        method: "fast" (decoding.constrained_beam_search, run as `options` says) or "reference" (transformers'
+        generate(), with the installed version's own length normalisation). length_offset=1 scores a finished name
+        as GEMEL's original did under transformers 4.30 (log-probability sum over answer length + 1).
         """
-        import decoding as dec
-
         inputs_embeds = self.embed(batch)
         mask = batch.attention_mask.to(inputs_embeds.device)
-        if decoding == "reference":
-            return dec.generate_reference(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
+        if method == "reference":
+            return decoding.generate_reference(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
                                           max_new_tokens=max_new_tokens)
-        return dec.constrained_beam_search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
-                                           max_new_tokens=max_new_tokens, length_offset=length_offset)
+        return decoding.constrained_beam_search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
+                                           max_new_tokens=max_new_tokens, length_offset=length_offset,
+                                           options=options)
 
 
 @contextlib.contextmanager

@@ -117,6 +117,10 @@ def build_parser(description):
     g.add_argument("--decoding", default="fast", choices=("fast", "reference"),
                    help="fast: prefill once, batched constrained beam search; reference: transformers' "
                         "generate() with a prefix-tree logits processor (slow, for checking)")
+    g.add_argument("--share_prompt", action=bool_flag, default=True,
+                   help="fast decoding keeps one copy of each prompt's cache for all its beams; --no-share_prompt "
+                        "copies it to every beam, for LMs whose attention does not go through transformers' "
+                        "attention interface (same results, more memory)")
     g.add_argument("--best_ckpt", default=None,
                    help="checkpoint to evaluate (infe.py); a file name in --ckpt_dir or a path "
                         "(default: the one main.py writes for these settings)")

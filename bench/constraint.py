@@ -18,11 +18,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from transformers import set_seed  # noqa: E402
 
 import decoding  # noqa: E402
 import params  # noqa: E402
 from decoding import Unconstrained  # noqa: E402
-from infe import evaluate, load_experiment, set_seed  # noqa: E402
+from evaluation import EvalSettings, evaluate  # noqa: E402
+from experiment import Experiment, load_experiment  # noqa: E402
 
 
 def timed(fn, bucket):
@@ -59,8 +61,9 @@ def main(argv=None):
         tree.advance = timed(tree.advance, bucket)  # instance attribute: shadows the method for this run only
         try:
             start = time.perf_counter()
-            acc, records = evaluate(exp.model, exp.builder, exp.tokenizer, split, tree, args.num_beams,
-                                    args.max_new_tokens, a.eval_bs, show_examples=0)
+            settings = EvalSettings.from_args(args, batch_size=a.eval_bs, show_examples=0)
+            acc, records = evaluate(Experiment(exp.model, exp.tokenizer, exp.builder, tree, exp.splits), split,
+                                    settings)
             total = time.perf_counter() - start
         finally:
             for fn_name, fn in originals.items():

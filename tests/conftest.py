@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from trie import genre_nested_dict  # noqa: F401 -- the GENRE/GEMEL reference tree the tests import from here
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def genre_nested_dict(sequences):
-    """GEMEL's (GENRE's) prefix tree as released: a nested dict {token: {token: ...}}, leaf = {}. The independent
-    reference the tests compare trie.PrefixTree with, and the format of GEMEL's prefix_tree_opt.pkl."""
-    root = {}
-    for sequence in sequences:
-        node = root
-        for token in sequence:
-            node = node.setdefault(token, {})
-    return root
-
 
 TRAIN = [
     ("Paris is the capital and largest city of France.", "Paris", "Paris"),

@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+import fileio
 import prepare
+import retrieval
+import trees
 from conftest import ENTITIES, TRAIN, genre_nested_dict, write_split
+from trees import load_prefix_tree
 from trie import PrefixTree, TokenizerMismatchError, tokenizer_info
-from utils import DataError, load_image_features, load_mention_embeddings, load_prefix_tree, load_split
+from utils import DataError, load_image_features, load_mention_embeddings, load_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIP_SIZE = 32  # input resolution of the tiny CLIP
@@ -159,7 +163,7 @@ def test_trie_from_gemel_pickle_for_another_tokenizer(dataset, tokenizer_dir, to
     out = capsys.readouterr().out
     assert "2 paths do not round-trip" in out and "'Paris': stored" in out
     other = AutoTokenizer.from_pretrained(other_tokenizer_dir)
-    tree = PrefixTree.load(prepare.default_tree_path(dataset["folder"], other), tokenizer=other)
+    tree = PrefixTree.load(trees.default_tree_path(dataset["folder"], other), tokenizer=other)
     assert len(tree) == len(ENTITIES)  # the spelled-out Paris collapses into Paris, the empty name is dropped
     for name in ENTITIES:
         assert [other.eos_token_id, *other(name, add_special_tokens=False).input_ids, other.eos_token_id] in tree
@@ -176,7 +180,7 @@ def test_trie_from_marisa_tree_needs_the_right_source_tokenizer(dataset, tokeniz
 
     argv = ["trie", "--data_dir", dataset["data_dir"], "--dataset", "mini"]
     prepare.main(argv + ["--model_name", tokenizer_dir])
-    source = prepare.default_tree_path(dataset["folder"], tokenizer)
+    source = trees.default_tree_path(dataset["folder"], tokenizer)
     os.remove(os.path.join(dataset["folder"], "entities.txt"))
     # the header names a local folder, not a registry model: the user must say which tokenizer built it
     with pytest.raises(DataError, match="--source_model_name"):
@@ -211,7 +215,7 @@ def test_embeddings_one_row_per_non_nil_training_line(dataset, minilm_dir, capsy
     # written exactly where main.py reads it for this dataset (the paper preset's file name)
     path = params.parse_args(["--data_dir", dataset["data_dir"], "--dataset", "mini"]).ment_embed_file
     assert f"Wrote {path}" in capsys.readouterr().out and no_temp_files(dataset["folder"])
-    assert os.stat(path).st_mode & 0o777 == prepare.default_file_mode()  # not the temp file's private 0600
+    assert os.stat(path).st_mode & 0o777 == fileio.default_file_mode()  # not the temp file's private 0600
     train = load_split(os.path.join(dataset["folder"], "train.json"))
     emb = load_mention_embeddings(path, len(train), "train.json")
     assert emb.shape == (len(TRAIN), 384) and emb.dtype == np.float32
@@ -221,11 +225,11 @@ def test_embeddings_one_row_per_non_nil_training_line(dataset, minilm_dir, capsy
     assert len(paris) == 3 and all(np.array_equal(emb[paris[0]], emb[i]) for i in paris)  # exact ties
 
 
-def test_atomic_output_keeps_the_old_file_on_failure(tmp_path):
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "emb.pkl"
     path.write_bytes(b"good")
     with pytest.raises(RuntimeError):
-        with prepare.atomic_output(str(path)) as f:
+        with fileio.atomic_write(str(path), "wb") as f:
             f.write(b"half")
             raise RuntimeError("crash while writing")
     assert path.read_bytes() == b"good" and os.listdir(tmp_path) == ["emb.pkl"]
@@ -388,7 +392,7 @@ def test_demo_tree_rebuilds_byte_identically(tmp_path):
     rebuilt = str(tmp_path / "tree.marisa")
     prepare.main(["trie", "--data_dir", os.path.join(REPO, "data"), "--dataset", "demo", "--model_name",
                   "smollm2-135m", "--output", rebuilt])
-    expected = prepare.default_tree_path(os.path.join(REPO, "data", "demo"), prepare.load_tokenizer("smollm2-135m"))
+    expected = trees.default_tree_path(os.path.join(REPO, "data", "demo"), trees.load_tokenizer("smollm2-135m"))
     assert expected in bundled
     assert open(rebuilt, "rb").read() == open(expected, "rb").read(), (
         f"{expected} differs from a rebuild from data/demo/entities.txt with the current code; if entities.txt or "
@@ -403,8 +407,8 @@ def test_demo_embeddings_rebuild_identically(tmp_path):
     if not os.path.exists(bundled):
         pytest.skip(f"{bundled} does not exist yet; build it with `python prepare.py embeddings --dataset demo` "
                     f"and this test compares against it")
-    rebuilt = prepare.build_embeddings(os.path.join(demo, "train.json"), "minilm-l6", str(tmp_path / "e.pkl"),
-                                       device="cpu")
+    rebuilt = retrieval.build_embeddings(os.path.join(demo, "train.json"), "minilm-l6", str(tmp_path / "e.pkl"),
+                                         device="cpu")
     with open(bundled, "rb") as f:
         expected = np.asarray(pickle.load(f))
     with open(rebuilt, "rb") as f:

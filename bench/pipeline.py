@@ -73,9 +73,10 @@ from experiment import Experiment, Split  # noqa: E402
 from loading import keep_freed_memory_for_reuse, load_tokenizer, pick_dtype, resolve_model  # noqa: E402
 from model import GEMEL  # noqa: E402
 from retrieval import DemonstrationRetriever, MentionEncoder  # noqa: E402
-from trie import PrefixTree  # noqa: E402
+from trees import read_entity_names  # noqa: E402
+from trie import PrefixTree, genre_nested_dict  # noqa: E402
 from utils import (PromptBuilder, image_key, length_bucketed_batches, load_image_features,  # noqa: E402
-                   load_mention_embeddings, load_split, read_entity_names)
+                   load_mention_embeddings, load_split)
 
 DEMO_DIR = os.path.join(REPO, "data", "demo")
 DIM_CLIP, PREFIX_LENGTH = 1024, 4
@@ -174,11 +175,7 @@ class GenreTrie:
     """GEMEL's prefix tree as released: a nested dict {token: {token: ...}} walked from the root (GENRE's Trie.get)."""
 
     def __init__(self, sequences):
-        self.trie_dict = {}
-        for sequence in sequences:
-            node = self.trie_dict
-            for token in sequence:
-                node = node.setdefault(token, {})
+        self.trie_dict = genre_nested_dict(sequences)
 
     def get(self, prefix):
         node = self.trie_dict

@@ -180,15 +180,15 @@ def _grow(mask):
 
 
 @torch.no_grad()
-def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5, max_new_tokens=32, length_offset=0,
+def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5, max_new_tokens=32,
                             options=None) -> BeamSearchOutput:
     """The fast path: one prefill per example, then all beams of all examples decoded together under the tree.
 
     inputs_embeds (B, T, H) in the LM's dtype; attention_mask (B, T) left-padded 0/1; the answer starts right after
-    the prompt. A finished hypothesis scores sum of log-probs (EOS included) / (generated_len + length_offset) (length
-    penalty 1); the early-stop heuristic uses the same length. length_offset=0 reproduces transformers 5.x
-    (`generate_reference`); length_offset=1 reproduces the length normalisation of transformers 4.30 as used by
-    GEMEL's original code, whose output carried a leading BOS so that every hypothesis was one token longer.
+    the prompt. A finished hypothesis scores sum of log-probs (EOS included) / its length (EOS included; length
+    penalty 1), the early-stop heuristic uses the same length. That is transformers 5.x's normalisation and also
+    transformers 4.30's as GEMEL's original code ran it: 4.30 counted the start token it prepended and not the EOS,
+    which gives the same length (tests/test_scores_430.py checks names and scores against 4.30.2's own output).
     num_beams=1 is greedy decoding (see the module docstring). A name longer than max_new_tokens comes back cut at
     max_new_tokens tokens, as in transformers. `options` (DecodingOptions) says how to run, never what comes out.
     """
@@ -198,11 +198,11 @@ def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5
     logits, cache, mask, positions = beam_cache.prefill(lm, inputs_embeds, attention_mask, num_beams, max_new_tokens,
                                                         options)
     if num_beams == 1:
-        return _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens, length_offset)
-    return _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_offset, options)
+        return _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens)
+    return _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, options)
 
 
-def _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens, length_offset):
+def _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens):
     """Greedy decoding as transformers' `_sample` with do_sample=False: argmax of the masked raw logits."""
     batch_size, device, eos = logits.shape[0], logits.device, tree.eos_token_id
     states = np.full(batch_size, tree.start_state(), dtype=np.int64)
@@ -225,7 +225,7 @@ def _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens, length_off
         states = tree.advance(states, chosen.cpu().numpy())
         if not bool(unfinished.any()):
             break
-    scores = total / (lengths + length_offset).float()
+    scores = total / lengths.float()
     tokens = [_answer_tokens(row, eos) for row in generated.tolist()]
     return BeamSearchOutput(tokens=tokens, scores=scores.tolist())
 
@@ -281,7 +281,7 @@ def _top_candidates(log_probs, running_scores, tree, states, num_candidates, den
     return scores, torch.take_along_dim(packed_index, picked, dim=1)
 
 
-def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, length_offset, options):
+def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_tokens, options):
     """Beam search as transformers' `_beam_search` (early_stopping=False), starting from the prefill's last logits.
 
     Examples that cannot change any more (transformers keeps decoding them, with no effect on their result) leave
@@ -304,13 +304,13 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
         # transformers keeps (1 + number of EOS ids) * num_beams candidates per example
         candidates = _top_candidates(log_probs, beams.running_scores, tree, states, 2 * num_beams,
                                      options.dense_candidates_above)  # scores, beam * V + token: (B, 2K) each
-        parent_row, ends = beams.advance(step, *candidates, vocab_size, length_offset)
+        parent_row, ends = beams.advance(step, *candidates, vocab_size)
 
         # Move cache rows and tree states to the kept beams' parents, then read their new tokens.
         beam_cache.reorder_beams(cache, parent_row, prompt_length)
         states = tree.advance(states[parent_row.cpu().numpy()], beams.new_tokens(step).cpu().numpy())
 
-        if not beams.update_may_improve(step, length_offset) or bool(ends.all()):
+        if not beams.update_may_improve(step) or bool(ends.all()):
             break
         done = ~beams.may_improve[:, 0]  # (B',) results final: transformers adds nothing to them any more
         if can_retire and int(done.sum()) >= options.retire_at * len(beams.live):
@@ -350,7 +350,7 @@ class _Beams:
     def new_tokens(self, step):
         return self.running_tokens[:, :, step].reshape(-1)  # (B*K,)
 
-    def advance(self, step, cand_scores, cand_index, vocab_size, length_offset):
+    def advance(self, step, cand_scores, cand_index, vocab_size):
         """Take this step's candidates (B, 2K): the best K that do not end keep running, ending ones ranked in the top
         K join the finished hypotheses if they beat the worst kept one. Returns each new beam's parent row (B*K,)
         and which candidates ended (B, 2K)."""
@@ -367,7 +367,7 @@ class _Beams:
         parent_row = (torch.take_along_dim(cand_beam, keep, dim=1) + example_offset).view(-1)
 
         just_finished = ends & self.in_top_beams[None, :]
-        new_scores = cand_scores / (step + 1 + length_offset)
+        new_scores = cand_scores / (step + 1)  # answer length, EOS included
         new_scores = new_scores + (~self.may_improve).float() * _NOT_A_CANDIDATE
         new_scores = new_scores + (~just_finished).float() * _NOT_A_CANDIDATE
         merged_scores = torch.cat([self.finished_scores, new_scores], dim=1)  # (B, 3K)
@@ -378,10 +378,10 @@ class _Beams:
         self.is_finished = torch.take_along_dim(torch.cat([self.is_finished, just_finished], dim=1), best, dim=1)
         return parent_row, ends
 
-    def update_may_improve(self, step, length_offset):
+    def update_may_improve(self, step):
         """transformers' heuristic for early_stopping=False: an example stops once its best running beam, normalised
         by the current length, cannot beat its worst finished hypothesis. Returns whether any example goes on."""
-        best_running = self.running_scores[:, :1] / (step + 1 + length_offset)
+        best_running = self.running_scores[:, :1] / (step + 1)
         worst_finished = torch.where(self.is_finished, self.finished_scores.min(dim=1, keepdim=True)[0],
                                      _NOT_A_CANDIDATE)
         self.may_improve = self.may_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)

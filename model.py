@@ -53,21 +53,20 @@ class GEMEL(nn.Module):
         return F.cross_entropy(logits, targets[rows, cols])
 
     @torch.no_grad()
-    def generate(self, batch, tree, num_beams, max_new_tokens, method="fast", options=None, length_offset=1):
+    def generate(self, batch, tree, num_beams, max_new_tokens, method="fast", options=None):
         """Best name per example of a left-padded batch (token ids without EOS, and scores).
 
         method: "fast" (decoding.constrained_beam_search, run as `options` says) or "reference" (transformers'
-        generate(), with the installed version's own length normalisation). length_offset=1 scores a finished name
-        as GEMEL's original did under transformers 4.30 (log-probability sum over answer length + 1).
+        generate()); both score a name as GEMEL's original did: its log-probabilities, EOS included, summed and
+        divided by that length.
         """
         inputs_embeds = self.embed(batch)
         mask = batch.attention_mask.to(inputs_embeds.device)
         if method == "reference":
             return decoding.generate_reference(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
-                                          max_new_tokens=max_new_tokens)
+                                               max_new_tokens=max_new_tokens)
         return decoding.constrained_beam_search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
-                                           max_new_tokens=max_new_tokens, length_offset=length_offset,
-                                           options=options)
+                                                max_new_tokens=max_new_tokens, options=options)
 
 
 @contextlib.contextmanager

@@ -23,9 +23,8 @@ Timing: both paths of a configuration run alternately (straightforward, fast, st
 warm-up each, and the best of --repeats passes is kept, so load from other processes hurts both alike. One torch thread
 by default (--threads): on a shared 2-core machine a second OpenMP thread waiting for a busy core makes every small op
 cost a scheduler time slice.
-Length normalisation: transformers 5.x divides a beam's summed log-probabilities by the generated length, while
-GEMEL.generate defaults to length + 1 (the original under transformers 4.30); the fast path is run with length_offset=0
-so that, in float32, the two paths must agree on every example. Speed does not depend on it.
+Both paths normalise a name's summed log-probabilities by its length (EOS included), so in float32 they must agree
+on every example.
 
 Memory: on CPU, torch's allocations are invisible to tracemalloc, so all phases of a configuration run again in one
 fresh subprocess on the longest batches: per phase, a one-example warm-up, then freed heap is returned to the OS
@@ -48,9 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import functools
 import gc
-import inspect
 import io
 import json
 import math
@@ -252,27 +249,9 @@ def straightforward_train(model, builder, split, count, accum):
 
 # ----------------------------------------------------------------------------------------------- fast path
 
-def length_offset_kwargs():
-    """GEMEL.generate scores names with length + 1 by default (the original under transformers 4.30); the
-    straightforward path runs transformers 5.x, which divides by the length, so the fast path is compared at
-    length_offset=0. Speed does not depend on it."""
-    return {"length_offset": 0} if "length_offset" in inspect.signature(GEMEL.generate).parameters else {}
-
-
-@contextlib.contextmanager
-def transformers5_scoring(model):
-    """Make evaluation.evaluate's model.generate(...) calls use length_offset=0 (see length_offset_kwargs)."""
-    model.generate = functools.partial(GEMEL.generate, model, **length_offset_kwargs())
-    try:
-        yield
-    finally:
-        del model.generate
-
-
 def fast_eval(model, builder, tokenizer, split, tree, eval_bs):
     """evaluation.evaluate itself (length-bucketed batches, decoding='fast'), its progress bar and prints silenced."""
-    with transformers5_scoring(model), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         settings = EvalSettings(num_beams=NUM_BEAMS, max_new_tokens=MAX_NEW_TOKENS, batch_size=eval_bs,
                                 show_examples=0)
         _, records = evaluate(Experiment(model, tokenizer, builder, tree, {}), split, settings)
@@ -376,7 +355,7 @@ def run_memory_phase(model, batch, tree, nested, eos, phase, path):
     if phase == "eval":
         with torch.no_grad():
             if path == "fast":
-                model.generate(batch, tree, NUM_BEAMS, MAX_NEW_TOKENS, "fast", **length_offset_kwargs())
+                model.generate(batch, tree, NUM_BEAMS, MAX_NEW_TOKENS)
             else:
                 straightforward_generate(model, batch, nested, eos, NUM_BEAMS, MAX_NEW_TOKENS)
         return

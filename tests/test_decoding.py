@@ -303,12 +303,11 @@ def test_single_name_tree_does_not_crash_or_give_nan():
     assert fast.tokens == [[41], [41]]
 
 
-@pytest.mark.parametrize("length_offset", [0, 1])
-def test_score_is_sum_of_log_probs_over_length(length_offset):
+def test_score_is_sum_of_log_probs_over_length():
     """Rescore each answer by one teacher-forced forward pass of prompt + answer + EOS."""
     lm, tree = tiny_lm("opt", 1), make_tree(NAMES)
     embeds, mask = left_padded_prompts([9, 4, 12], 1)
-    out = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8, length_offset=length_offset)
+    out = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
     for row, (tokens, score) in enumerate(zip(out.tokens, out.scores)):
         prompt = embeds[row:row + 1, mask[row].bool()]                        # (1, T_real, H)
         answer = torch.tensor([tokens + [EOS]])                               # (1, A)
@@ -316,7 +315,7 @@ def test_score_is_sum_of_log_probs_over_length(length_offset):
         with torch.no_grad():
             logits = lm(inputs_embeds=full).logits[0, prompt.shape[1] - 1:-1]  # (A, V) predicting the answer
         total = torch.log_softmax(logits.float(), -1).gather(1, answer.T).sum().item()
-        assert score == pytest.approx(total / (len(tokens) + 1 + length_offset), abs=1e-4)
+        assert score == pytest.approx(total / (len(tokens) + 1), abs=1e-4)
 
 
 def test_processor_lets_only_eos_through_when_off_the_tree():

@@ -7,6 +7,7 @@ from torch import nn
 
 import decoding
 import fileio
+from safeload import DataError, torch_load
 
 
 class GEMEL(nn.Module):
@@ -95,12 +96,29 @@ def save_checkpoint(model, path):
 
 
 def load_checkpoint(model, path):
-    """Load a GEMEL checkpoint (the released ones load unchanged); weights become the projector's float32."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a GEMEL checkpoint (the released ones load unchanged); weights become the projector's float32.
+
+    Read with torch's weights-only unpickler (safeload.torch_load): a checkpoint is tensors, never code.
+    """
+    remedy = "Download it again, or train one with `python main.py` (same flags)."
+    state = torch_load(path, "checkpoint", remedy)
     expected = {k: tuple(v.shape) for k, v in model.linear.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()} if isinstance(state, dict) else None
+    got = _tensor_shapes(state)
+    if got is None:
+        what = "a dict whose values are not all tensors" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise DataError(f"{path}: holds {what}, not GEMEL's checkpoint (a dict of tensors {{weight, bias}}). "
+                        f"{remedy}")
     if got != expected:
-        raise ValueError(f"{path}: holds {got}, but this model's projector needs {expected} "
-                         f"(--visual_prefix_length x hidden size of the LM, --dim_clip). Was it trained with "
-                         f"another LM or prefix length?")
+        raise DataError(f"{path}: holds {got}, but this model's projector needs {expected} "
+                        f"(--visual_prefix_length x hidden size of the LM, --dim_clip). Was it trained with "
+                        f"another LM or prefix length? Pass the --model_name, --visual_prefix_length and "
+                        f"--dim_clip it was trained with.")
     model.linear.load_state_dict({k: v.float() for k, v in state.items()})
+
+
+def _tensor_shapes(state):
+    """{key: shape} of a dict of tensors, or None for anything else."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return None
+    return {k: tuple(v.shape) for k, v in state.items()}
+

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from fileio import atomic_write, file_size
 from loading import packaged_path, pick_device
 from params import DATASET_PRESETS, ENCODER_REGISTRY, PAPER_PRESET
+from safeload import load_pickle
 from utils import DataError, load_split
 
 
@@ -141,9 +142,8 @@ def stale_embeddings(path, train_file):
     if not os.path.exists(path):
         return "does not exist"
     try:
-        with open(path, "rb") as f:
-            matrix = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        matrix = load_pickle(path, "mention-embedding file", "python prepare.py embeddings")
+    except DataError as error:  # truncated, not a pickle, or naming code: rebuilding replaces it
         return f"cannot be read ({error})"
     rows = len(load_split(train_file))
     shape = tuple(getattr(matrix, "shape", ()))

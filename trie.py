@@ -23,7 +23,6 @@ import itertools
 import json
 import mmap
 import os
-import pickle
 import struct
 from typing import Iterable, Iterator
 
@@ -31,6 +30,7 @@ import marisa_trie
 import numpy as np
 
 from fileio import atomic_write
+from safeload import load_pickle
 
 FORMAT_VERSION = 1
 MAGIC = b"GEMELTRIE\x00"
@@ -45,6 +45,14 @@ _REBUILD_COMMAND = "python prepare.py trie --dataset {folder} --model_name {mode
 
 class TokenizerMismatchError(ValueError):
     """The tree was built with another tokenizer than the one it is used with."""
+
+
+class _PickledGenreTrie:
+    """Inert stand-in for GENRE's `Trie` class when its pickled objects are read: holds their attributes, no code."""
+
+
+# where a pickled GENRE Trie object says its class lives (GENRE's package, a copied trie.py, a script)
+_GENRE_TRIE_GLOBALS = {(module, "Trie"): _PickledGenreTrie for module in ("genre.trie", "trie", "__main__")}
 
 
 # ----------------------------------------------------------------------------------------------- tokenizer helpers
@@ -239,15 +247,15 @@ class PrefixTree:
                           eos_token_id: int = 2) -> "PrefixTree":
         """Read GEMEL's released prefix_tree_opt.pkl: a pickled nested dict {token: {token: {...}}}, leaf = {}.
 
-        Every root-to-leaf path is one sequence. Unpickling runs code from the file: only load trusted files.
-        Without tokenizer info the tree records only what it can know (eos id, the file it came from).
+        Every root-to-leaf path is one sequence. The pickle is read by safeload.load_pickle, which runs no code
+        from the file: it admits plain containers and, in place of a pickled GENRE `Trie` object, an inert stand-in
+        that only keeps its attributes. Without tokenizer info the tree records only what it can know (eos id, the
+        file it came from).
         """
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as handle:
-                root = pickle.load(handle)
-        except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError, ImportError) as error:
-            raise ValueError(f"{path}: cannot unpickle it as GEMEL's prefix tree ({error!r})") from error
+        dataset = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        rebuild = f"python prepare.py trie --dataset {dataset} --names <entity list>"
+        root = load_pickle(path, "prefix-tree pickle", rebuild, extra_globals=_GENRE_TRIE_GLOBALS)
         root = getattr(root, "trie_dict", root)  # a pickled GENRE Trie object carries the dict as trie_dict
         if not isinstance(root, dict) or not root:
             raise ValueError(f"{path}: expected a non-empty nested dict {{token_id: {{token_id: ...}}}} "

@@ -265,7 +265,7 @@ def _prefill_batch(lm, inputs_embeds, mask):
         position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, T)
     out = lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
              **last_logits_only(lm))
-    return out.logits[:, -1].float(), out.past_key_values
+    return out.logits[:, -1].float(), out.cache
 
 
 def _prefill_each(lm, inputs_embeds, lengths, min_shared_prefix):
@@ -292,11 +292,11 @@ def _prefill_each(lm, inputs_embeds, lengths, min_shared_prefix):
                 past.update(*(buffer[source:source + 1, :, start:start + shared].clone() for buffer in buffers), index)
         else:
             shared = 0
-        out = lm(inputs_embeds=prompt[None, shared:], past_key_values=past,
+        out = lm(inputs_embeds=prompt[None, shared:], cache=past,
                  position_ids=torch.arange(shared, length, device=device)[None], use_cache=True,
                  **last_logits_only(lm))
         logits.append(out.logits[:, -1].float())
-        layers = out.past_key_values.layers  # keys/values (1, heads, length, head_dim)
+        layers = out.cache.layers  # keys/values (1, heads, length, head_dim)
         if prompt_layers is None:
             prompt_layers = [tuple(states.new_zeros((batch_size, states.shape[1], width, states.shape[3]))
                                    for states in (layer.keys, layer.values)) for layer in layers]
@@ -328,8 +328,8 @@ def forward_token(lm, tokens, cache, mask, positions):
     """One decoding step for every row: tokens (N,) at positions (N,); mask (N, past + 1) or None."""
     with shared_prompt_attention_for(lm, cache) as shared:
         out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                 past_key_values=cache, use_cache=True, **last_logits_only(lm), **shared)
-    return out.logits[:, -1].float(), out.past_key_values
+                 cache=cache, use_cache=True, **last_logits_only(lm), **shared)
+    return out.logits[:, -1].float(), out.cache
 
 
 def reorder_beams(cache, rows, prompt_length):

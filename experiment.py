@@ -1,18 +1,22 @@
 """The shared set-up of training and evaluation: the LM, the projector, the splits with their demonstrations and
 image features, the prefix tree, and where a run's checkpoint lives. main.py and infe.py are thin scripts over it.
+
+Every input is read and checked before the LM is loaded, so that a bad file fails in seconds with one line that names
+it and says what to do (run_script turns a DataError into that line).
 """
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-import params
+import runs
 from decoding import Unconstrained
-from loading import keep_freed_memory_for_reuse, load_lm, pick_device, pick_dtype
+from loading import keep_freed_memory_for_reuse, load_lm, load_tokenizer, pick_device, pick_dtype
 from model import GEMEL
 from retrieval import DemonstrationRetriever, MentionEncoder
 from trees import load_prefix_tree
-from utils import PromptBuilder, image_key, load_image_features, load_mention_embeddings, load_split
+from trie import TokenizerMismatchError
+from utils import DataError, PromptBuilder, image_key, load_image_features, load_mention_embeddings, load_split
 
 
 @dataclass
@@ -32,40 +36,63 @@ class Experiment:
     splits: dict          # split name -> Split
 
 
+def run_script(body, args):
+    """Run a script's body: bad input ends it with one line naming the file and what to do, not a traceback."""
+    try:
+        return body(args)
+    except (DataError, TokenizerMismatchError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def checkpoint_path(args):
     """The checkpoint a run writes (GEMEL's file name in --ckpt_dir), or --best_ckpt: a path or a name in --ckpt_dir."""
     if args.best_ckpt is None:
-        return os.path.join(args.ckpt_dir, params.checkpoint_name(args))
+        return runs.RunFiles.of(args).checkpoint
     if os.path.exists(args.best_ckpt) or os.path.isabs(args.best_ckpt):
         return args.best_ckpt
     return os.path.join(args.ckpt_dir, args.best_ckpt)
 
 
 def load_experiment(args, split_names):
-    """Everything evaluation and training need: LM, projector, data, demonstrations, prefix tree."""
+    """Everything evaluation and training need: data and tree checked first, then the LM, then demonstrations."""
     device = pick_device(args.device)
-    if device.type == "cpu":
-        keep_freed_memory_for_reuse()
-    lm, tokenizer = load_lm(args.model_name, pick_dtype(args.dtype, device), device, args.cache_dir)
-    model = GEMEL(lm, args.dim_clip, args.visual_prefix_length)
-
+    tokenizer = load_tokenizer(args.model_name, args.cache_dir)
     train = load_split(args.data_file["train"])
     if not train:
-        raise ValueError(f"{args.data_file['train']}: no non-NIL examples; demonstrations come from it")
+        raise DataError(f"{args.data_file['train']}: no non-NIL examples; demonstrations and training come from it")
     examples = {name: train if name == "train" else load_split(args.data_file[name]) for name in split_names}
+    for name, split_examples in examples.items():
+        if not split_examples:
+            use = "select the best checkpoint on" if name == "dev" else "evaluate"
+            raise DataError(f"{args.data_file[name]}: no non-NIL examples to {use} (NIL lines are dropped, as in "
+                            f"GEMEL); give a split with linked mentions")
+    if args.ICL_examples_num > len(train):
+        raise DataError(f"--ICL_examples_num {args.ICL_examples_num}: {args.data_file['train']} has only {len(train)} "
+                        f"non-NIL examples (a training example is never its own demonstration); ask for fewer")
     features_of = _image_features(args, train, examples)
-    demos = _demonstrations(args, train, examples, device)
+    train_emb = None
+    if args.ICL_examples_num > 0:
+        train_emb = load_mention_embeddings(args.ment_embed_file, len(train), args.data_file["train"])
+    if args.use_prefix_tree:
+        tree = load_prefix_tree(args.dataset_dir, tokenizer, args.model_name, args.trie_file)
+    else:
+        tree = Unconstrained(tokenizer.eos_token_id)
+
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()
+    lm = load_lm(args.model_name, pick_dtype(args.dtype, device), device, args.cache_dir)
+    model = GEMEL(lm, args.dim_clip, args.visual_prefix_length)
+    demos = _demonstrations(args, train, train_emb, examples, device)
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = PromptBuilder(tokenizer, train, features_of(train), args.visual_prefix_length, pad)
     splits = {}
     for name in split_names:
         builder.prepare(examples[name])
+        demos[name] = _fit_context(builder, examples[name], demos[name], lm, args, name)
         splits[name] = Split(name, examples[name], demos[name], features_of(examples[name]))
-    if args.use_prefix_tree:
-        tree = load_prefix_tree(args.dataset_dir, tokenizer, args.model_name, args.trie_file)
-    else:
-        tree = Unconstrained(tokenizer.eos_token_id)
+        if args.use_prefix_tree:
+            report_unreachable_names(builder, tree, splits[name])
     return Experiment(model, tokenizer, builder, tree, splits)
 
 
@@ -80,21 +107,69 @@ def _image_features(args, train, examples):
     return lambda exs: feats[[row_of[image_key(ex)] for ex in exs]]
 
 
-def _demonstrations(args, train, examples, device):
+def _demonstrations(args, train, train_emb, examples, device):
     """Per split, per example: the training indices of its demonstrations, least similar first."""
     demos = {name: [[] for _ in split_examples] for name, split_examples in examples.items()}
     if args.ICL_examples_num == 0:
         return demos
-    train_emb = load_mention_embeddings(args.ment_embed_file, len(train), args.data_file["train"])
     retriever = DemonstrationRetriever(train_emb, train)
     encoder = MentionEncoder(args.simcse_model, device=device, cache_dir=args.cache_dir)
     if encoder.model.config.hidden_size != train_emb.shape[1]:
-        raise ValueError(f"{args.ment_embed_file}: rows have dimension {train_emb.shape[1]} but "
-                         f"{args.simcse_model!r} embeds into {encoder.model.config.hidden_size}; build the "
-                         f"file with this encoder: `python prepare.py embeddings --dataset {args.dataset} "
-                         f"--simcse_model {args.simcse_model}`")
+        raise DataError(f"{args.ment_embed_file}: rows have dimension {train_emb.shape[1]} but "
+                        f"{args.simcse_model!r} embeds into {encoder.model.config.hidden_size}; build the "
+                        f"file with this encoder: `python prepare.py embeddings --dataset {args.dataset} "
+                        f"--simcse_model {args.simcse_model}`")
     for name, split_examples in examples.items():
         queries = encoder.encode([ex["mention"] for ex in split_examples], progress=True)
         demos[name] = retriever.retrieve(queries, args.ICL_examples_num, queries=split_examples,
                                          exclude_self=(name == "train"))
+        short = [ex["line"] for ex, d in zip(split_examples, demos[name]) if len(d) < args.ICL_examples_num]
+        if short:
+            raise DataError(f"{args.data_file['train']}: too few other training examples for "
+                            f"--ICL_examples_num {args.ICL_examples_num} demonstrations of {len(short)} {name} "
+                            f"example(s) (e.g. line {short[0]}; a training example's own mention and text are "
+                            f"skipped); ask for fewer")
     return demos
+
+
+def _fit_context(builder, examples, demos, lm, args, split_name):
+    """Drop each prompt's least similar demonstrations (they come first) until it fits the LM's positions.
+
+    Room is kept for the answer: the target and EOS when training, --max_new_tokens when generating.
+    """
+    limit = getattr(lm.config, "max_position_embeddings", None)
+    if not limit:
+        return demos
+    training = split_name == "train"
+    answer_room = 0 if training else args.max_new_tokens
+
+    def need(ex, kept):
+        return builder.prompt_length(ex, kept, with_target=training) + answer_room
+
+    fitted, shortened = [], 0
+    for ex, ex_demos in zip(examples, demos):
+        kept = list(ex_demos)
+        while kept and need(ex, kept) > limit:
+            kept = kept[1:]
+        if need(ex, kept) > limit:
+            raise DataError(f"{args.data_file[split_name]}, line {ex['line']}: the prompt needs {need(ex, kept)} "
+                            f"positions even without demonstrations, but {args.model_name} has {limit}; shorten "
+                            f"the text")
+        shortened += len(kept) < len(ex_demos)
+        fitted.append(kept)
+    if shortened:
+        print(f"{split_name}: {shortened} of {len(examples)} prompts were longer than the LM's {limit} positions; "
+              f"their least similar demonstrations were left out")
+    return fitted
+
+
+def report_unreachable_names(builder, tree, split):
+    """Say how many gold names the tree cannot produce: constrained decoding never predicts them."""
+    eos = tree.eos_token_id
+    missing = [ex for ex in split.examples if [eos, *builder.cache[ex["target"]].tolist(), eos] not in tree]
+    if missing:
+        ceiling = 100.0 * (len(split.examples) - len(missing)) / len(split.examples)
+        print(f"Warning: {len(missing)} of {len(split.examples)} {split.name} gold names are not in the prefix tree, "
+              f"so decoding cannot produce them (accuracy ceiling {ceiling:.2f} %), e.g. {missing[0]['target']!r} "
+              f"(line {missing[0]['line']}); add them to the entity list and rebuild the tree")
+    return len(missing)

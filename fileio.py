@@ -6,9 +6,16 @@ one, and a failed write leaves no temp file behind. Written files get the mode t
 would (tempfile.mkstemp alone makes them 0600, unreadable to the rest of a group on a shared cluster).
 """
 import contextlib
+import errno
 import json
 import os
 import tempfile
+
+from utils import DataError
+
+_HOW_TO_FIX = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "no permission to write there",
+               errno.EPERM: "no permission to write there"}
 
 
 def default_file_mode():
@@ -24,19 +31,37 @@ def atomic_path(path):
 
     For writers that want a path (h5py, torch.save to a name); `atomic_write` gives an open file instead.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.close(fd)
         os.chmod(tmp, default_file_mode())
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno not in _HOW_TO_FIX:
+            raise
+        raise DataError(f"{path}: cannot write it ({_HOW_TO_FIX[error.errno]}); any earlier version of the file is "
+                        f"unchanged") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(path, flag, is_folder=False):
+    """Fail now, not after hours of training, when `path` (a file to write, or a folder) cannot be written."""
+    folder = path if is_folder else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = _HOW_TO_FIX.get(error.errno, error.strerror)
+        raise DataError(f"{flag} {path}: cannot write there ({reason}); choose another {flag}") from None
 
 
 @contextlib.contextmanager
@@ -62,7 +87,7 @@ def write_json(path, obj):
 def write_jsonl(path, rows):
     with atomic_write(path) as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")  # NaN is not JSON
 
 
 def torch_save(obj, path):

@@ -10,30 +10,46 @@ from transformers import set_seed
 
 import fileio
 import params
+import runs
 from evaluation import EvalSettings, evaluate
-from experiment import checkpoint_path, load_experiment
+from experiment import checkpoint_path, load_experiment, run_script
 from model import load_checkpoint
+from utils import DataError
 
 
 def add_infe_flags(parser):
     parser.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split to evaluate")
 
 
-def main(argv=None):
-    args = params.parse_args(argv, description="Evaluate a GEMEL checkpoint", extra=add_infe_flags)
+def predictions_path(args, ckpt):
+    """--predictions_file, or one beside the checkpoint that main.py's own test predictions never use."""
+    return args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}.predictions.jsonl"
+
+
+def run(args):
     set_seed(args.random_seed)
     ckpt = checkpoint_path(args)
     if not os.path.exists(ckpt):
-        raise SystemExit(f"checkpoint {ckpt} not found: train one with `python main.py` (same flags) or pass "
-                         f"--best_ckpt")
+        raise DataError(f"checkpoint {ckpt} not found: train one with `python main.py` (same flags) or pass "
+                        f"--best_ckpt")
+    runs.check_checkpoint_config(ckpt, args)
+    out = predictions_path(args, ckpt)
+    if os.path.exists(out) and not args.overwrite:
+        raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
+                        f"--predictions_file <another file>")
+    fileio.check_writable(out, "--predictions_file")
     exp = load_experiment(args, [args.split])
     load_checkpoint(exp.model, ckpt)
     print(f"Loaded {ckpt}")
     acc, records = evaluate(exp, exp.splits[args.split], EvalSettings.from_args(args))
-    out = args.predictions_file or os.path.splitext(ckpt)[0] + f".{args.split}.predictions.jsonl"
     fileio.write_jsonl(out, records)
     print(f"Wrote {len(records)} predictions to {out}")
     return acc
+
+
+def main(argv=None):
+    args = params.parse_args(argv, description="Evaluate a GEMEL checkpoint", extra=add_infe_flags)
+    return run_script(run, args)
 
 
 if __name__ == "__main__":

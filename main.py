@@ -15,10 +15,11 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 
 import fileio
 import params
+import runs
 from evaluation import EvalSettings, evaluate
-from experiment import checkpoint_path, load_experiment
+from experiment import load_experiment, run_script
 from model import load_checkpoint, save_checkpoint
-from utils import length_bucketed_batches
+from utils import DataError, length_bucketed_batches
 
 
 def make_optimizer(model, args, micro_steps_per_epoch):
@@ -37,32 +38,19 @@ def make_optimizer(model, args, micro_steps_per_epoch):
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(total * args.warmup_ratio), total)
 
 
-def run_name(args):
-    return os.path.splitext(params.checkpoint_name(args))[0]
-
-
-def log_metrics(args, row):
-    os.makedirs(args.log_dir, exist_ok=True)
-    with open(os.path.join(args.log_dir, f"{run_name(args)}.metrics.jsonl"), "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def save_config(args, path, extra):
-    config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None), dict))}
-    fileio.write_json(path, {**config, **extra})
-
-
-def train(args, exp):
+def train(args, exp, files):
     model, builder, split = exp.model, exp.builder, exp.splits["train"]
     settings = EvalSettings.from_args(args)
     lengths = [builder.prompt_length(ex, d, with_target=True) for ex, d in zip(split.examples, split.demos)]
     micro_per_epoch = math.ceil(len(lengths) / args.train_bs)
     optimizer, scheduler = make_optimizer(model, args, micro_per_epoch)
-    ckpt = checkpoint_path(args)
-    state_file = os.path.join(args.ckpt_dir, f"{run_name(args)}.train_state.pt")
-    state = {"global_step": 0, "epoch": 0, "batch": 0, "best_acc": float("-inf"), "best_step": None}
-    if args.resume and os.path.exists(state_file):
-        saved = torch.load(state_file, map_location="cpu", weights_only=False)
+    metrics = runs.MetricsLog(files.metrics)
+    config = runs.run_config(args)
+    state = {"global_step": 0, "epoch": 0, "batch": 0, "best_acc": float("-inf"), "best_step": None,
+             "loss_sum": 0.0, "loss_n": 0}  # the running loss too, so that a resumed run logs the same averages
+    if args.resume and os.path.exists(files.state):
+        saved = runs.load_state(files.state)
+        runs.check_resume(saved["config"], args, files.state)
         model.linear.load_state_dict(saved["linear"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -70,36 +58,25 @@ def train(args, exp):
         torch.set_rng_state(saved["torch_rng"])  # LM dropout draws continue exactly where they stopped
         if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        print(f"Resumed from {state_file} at step {state['global_step']}")
-
-    trainable, frozen = model.parameter_counts()
-    print(f"\n{'=' * 60}\nGEMEL training on {args.dataset} with {args.model_name}\n"
-          f"  examples: train {len(split.examples)}, dev {len(exp.splits['dev'].examples)}\n"
-          f"  demonstrations per example: {args.ICL_examples_num}, visual prefix tokens: {args.visual_prefix_length}\n"
-          f"  micro-batch {args.train_bs} x accumulation {args.accum_iter} = effective batch "
-          f"{args.train_bs * args.accum_iter}\n"
-          f"  epochs {args.train_epoch}: {micro_per_epoch * args.train_epoch} micro-steps, "
-          f"{math.ceil(micro_per_epoch / args.accum_iter) * args.train_epoch} optimizer steps, lr {args.lr}"
-          f"{' (legacy fp16 optimizer)' if args.legacy_optimizer else ''}\n"
-          f"  parameters: trainable {trainable:,} ({100.0 * trainable / (trainable + frozen):.3f}%), "
-          f"frozen {frozen:,}\n{'=' * 60}")
+        metrics.keep_until(state["global_step"])  # the resumed run logs the later steps again
+        print(f"Resumed from {files.state} at step {state['global_step']}")
+    print_banner(args, exp, micro_per_epoch)
 
     def evaluate_and_keep_best():
         acc, _ = evaluate(exp, exp.splits["dev"], settings)
         row = {"step": state["global_step"], "epoch": state["epoch"], "dev_acc": acc, "time": time.time()}
         if acc >= state["best_acc"]:  # as the original: a tie keeps the later checkpoint
             state["best_acc"], state["best_step"] = acc, state["global_step"]
-            save_checkpoint(model, ckpt)
-            save_config(args, os.path.splitext(ckpt)[0] + ".json",
-                        {"best_dev_acc": acc, "best_step": state["global_step"]})
-            print(f"New best dev acc {acc:.4f} %: saved {ckpt}")
-            row["saved"] = ckpt
-        log_metrics(args, row)
+            save_checkpoint(model, files.checkpoint)
+            fileio.write_json(files.config, {**config, "best_dev_acc": acc, "best_step": state["global_step"]})
+            print(f"New best dev acc {acc:.4f} %: saved {files.checkpoint}")
+            row["saved"] = files.checkpoint
+        metrics.append(row)
         model.train()
 
     total_micro = micro_per_epoch * args.train_epoch
     bar = tqdm(total=total_micro, initial=state["global_step"], desc="train", unit="step")
-    loss_sum, loss_n = 0.0, 0
+    optimizer_steps, save_due = 0, False
     model.train()
     for epoch in range(state["epoch"], args.train_epoch):
         state["epoch"] = epoch
@@ -111,58 +88,86 @@ def train(args, exp):
             batch = builder.collate([split.examples[i] for i in idx], [split.demos[i] for i in idx],
                                     split.images[idx], training=True)
             loss = model(batch)
+            check_finite(loss, state, [split.examples[i]["line"] for i in idx], files)
             (loss / args.accum_iter).backward()
-            if (b + 1) % args.accum_iter == 0 or b + 1 == len(batches):
+            at_boundary = (b + 1) % args.accum_iter == 0 or b + 1 == len(batches)
+            if at_boundary:
                 torch.nn.utils.clip_grad_norm_(model.linear.parameters(), args.max_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                optimizer_steps += 1
             state["global_step"] += 1
             state["batch"] = b + 1
-            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            state["loss_sum"], state["loss_n"] = state["loss_sum"] + loss.item(), state["loss_n"] + 1
+            average = state["loss_sum"] / state["loss_n"]
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", avg=f"{loss_sum / loss_n:.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", avg=f"{average:.4f}")
             if state["global_step"] % 50 == 0:
-                log_metrics(args, {"step": state["global_step"], "train_loss": loss_sum / loss_n,
-                                   "lr": scheduler.get_last_lr()[0]})
+                metrics.append({"step": state["global_step"], "train_loss": average, "lr": scheduler.get_last_lr()[0]})
             if args.do_eval and state["global_step"] % args.do_eval_steps == 0 and state["global_step"] < total_micro:
                 evaluate_and_keep_best()
-                save_train_state(state_file, model, optimizer, scheduler, state)
+                save_due = True
+            # The state holds no accumulated gradients, so it is saved between optimizer steps only.
+            if at_boundary and (save_due or optimizer_steps % args.save_steps == 0):
+                runs.save_state(files.state, model, optimizer, scheduler, state, config)
+                save_due = False
         state["batch"] = 0
     bar.close()
-    if loss_n:
-        log_metrics(args, {"step": state["global_step"], "train_loss": loss_sum / loss_n,
-                           "lr": scheduler.get_last_lr()[0]})
+    if state["loss_n"]:
+        metrics.append({"step": state["global_step"], "train_loss": state["loss_sum"] / state["loss_n"],
+                        "lr": scheduler.get_last_lr()[0]})
     evaluate_and_keep_best()
     state["epoch"] = args.train_epoch
-    save_train_state(state_file, model, optimizer, scheduler, state)
-    return state
+    runs.save_state(files.state, model, optimizer, scheduler, state, config)
+    return state, metrics
 
 
-def save_train_state(path, model, optimizer, scheduler, progress):
-    fileio.torch_save({"linear": model.linear.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "progress": dict(progress),
-                       "torch_rng": torch.get_rng_state(),
-                       "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, path)
+def print_banner(args, exp, micro_per_epoch):
+    trainable, frozen = exp.model.parameter_counts()
+    print(f"\n{'=' * 60}\nGEMEL training on {args.dataset} with {args.model_name}\n"
+          f"  examples: train {len(exp.splits['train'].examples)}, dev {len(exp.splits['dev'].examples)}\n"
+          f"  demonstrations per example: {args.ICL_examples_num}, visual prefix tokens: {args.visual_prefix_length}\n"
+          f"  micro-batch {args.train_bs} x accumulation {args.accum_iter} = effective batch "
+          f"{args.train_bs * args.accum_iter}\n"
+          f"  epochs {args.train_epoch}: {micro_per_epoch * args.train_epoch} micro-steps, "
+          f"{math.ceil(micro_per_epoch / args.accum_iter) * args.train_epoch} optimizer steps, lr {args.lr}"
+          f"{' (legacy fp16 optimizer)' if args.legacy_optimizer else ''}\n"
+          f"  parameters: trainable {trainable:,} ({100.0 * trainable / (trainable + frozen):.3f}%), "
+          f"frozen {frozen:,}\n{'=' * 60}")
+
+
+def check_finite(loss, state, lines, files):
+    """Stop at a non-finite loss: one more optimizer step would make the whole projector NaN."""
+    if not torch.isfinite(loss):
+        raise DataError(f"training loss is {loss.item()} at step {state['global_step'] + 1} (train.json lines "
+                        f"{', '.join(map(str, lines))}): the projector would become NaN. The best checkpoint so far "
+                        f"({files.checkpoint}, if any) is kept; try a lower --lr, or --dtype float32/bfloat16 if the "
+                        f"LM runs in float16")
+
+
+def run(args):
+    files = runs.RunFiles.of(args)
+    runs.claim(files, args)
+    set_seed(args.random_seed)
+    splits = ["train", "dev"] + (["test"] if args.do_test else [])
+    exp = load_experiment(args, splits)
+    state, metrics = train(args, exp, files)
+    result = {"best_dev_acc": state["best_acc"], "best_step": state["best_step"]}
+    if args.do_test:
+        load_checkpoint(exp.model, files.checkpoint)
+        print(f"Testing the best checkpoint {files.checkpoint}")
+        acc, records = evaluate(exp, exp.splits["test"], EvalSettings.from_args(args))
+        fileio.write_jsonl(files.test_predictions, records)
+        metrics.append({"step": state["global_step"], "test_acc": acc, "checkpoint": files.checkpoint})
+        result["test_acc"] = acc
+    print(json.dumps(result))
+    return result
 
 
 def main(argv=None):
     args = params.parse_args(argv, description="Train GEMEL")
-    set_seed(args.random_seed)
-    splits = ["train", "dev"] + (["test"] if args.do_test else [])
-    exp = load_experiment(args, splits)
-    state = train(args, exp)
-    result = {"best_dev_acc": state["best_acc"], "best_step": state["best_step"]}
-    if args.do_test:
-        ckpt = checkpoint_path(args)
-        load_checkpoint(exp.model, ckpt)
-        print(f"Testing the best checkpoint {ckpt}")
-        acc, records = evaluate(exp, exp.splits["test"], EvalSettings.from_args(args))
-        fileio.write_jsonl(os.path.splitext(ckpt)[0] + ".test.predictions.jsonl", records)
-        log_metrics(args, {"step": state["global_step"], "test_acc": acc, "checkpoint": ckpt})
-        result["test_acc"] = acc
-    print(json.dumps(result))
-    return result
+    return run_script(run, args)
 
 
 if __name__ == "__main__":

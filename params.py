@@ -107,7 +107,14 @@ def build_parser(description):
                    help="reproduce the original's update: fp16 projector and AdamW state, schedule sized in "
                         "micro-steps (use with --lr 1e-6 for the paper's training dynamics)")
     g.add_argument("--resume", action=bool_flag, default=False,
-                   help="continue from the last training state in --ckpt_dir")
+                   help="continue the run in --ckpt_dir from its last training state (refused if a flag that shapes "
+                        "the run changed)")
+    g.add_argument("--overwrite", action=bool_flag, default=False,
+                   help="replace the results of an earlier run with the same checkpoint name (main.py), or an "
+                        "existing predictions file (infe.py); without it they are never overwritten")
+    g.add_argument("--save_steps", type=int, default=50,
+                   help="save the training state every N optimizer steps (and at dev evaluations), so that "
+                        "--resume after a crash loses at most N steps")
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--do_eval", action=bool_flag, default=True, help="evaluate on dev during training")
@@ -154,13 +161,15 @@ def finalize(args, parser):
         args.trie_file = os.path.join(args.dataset_dir, args.trie_file)
 
     for name in ("train_bs", "eval_bs", "num_beams", "max_new_tokens", "accum_iter", "do_eval_steps",
-                 "visual_prefix_length", "dim_clip"):
+                 "visual_prefix_length", "dim_clip", "save_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.train_epoch < 0:
         parser.error(f"--train_epoch must be >= 0 (0 evaluates the projector at initialisation), got {args.train_epoch}")
     if args.ICL_examples_num < 0:
         parser.error(f"--ICL_examples_num must be >= 0, got {args.ICL_examples_num}")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a run and --overwrite replaces it: give one of them")
     if not args.use_gradient_accumulation:
         args.accum_iter = 1
     args.model_tag = model_tag(args.model_name)

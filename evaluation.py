@@ -1,11 +1,12 @@
 """Evaluation: decode a split with the prefix tree, score it (GEMEL's exact-match accuracy), one record per example."""
+import math
 from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
 from decoding import DecodingOptions
-from utils import length_bucketed_batches
+from utils import DataError, length_bucketed_batches
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ def evaluate(exp, split, settings):
                              settings.options)
         preds = [p.strip(" ") for p in exp.tokenizer.batch_decode(out.tokens, skip_special_tokens=True)]
         for i, ex, pred, score in zip(batch_idx, exs, preds, out.scores):
+            if not math.isfinite(score):
+                raise DataError(f"line {ex['line']} of the {split.name} split: the LM's log-probabilities are "
+                                f"{score} (a float16 overflow?); rerun with --dtype float32 or bfloat16")
             correct = pred == ex["target"]
             hits += correct
             records[i] = {"line": ex["line"], "text": ex["text"], "mention": ex["mention"],

@@ -5,6 +5,7 @@ building it from the folder's entities.txt, GEMEL's prefix_tree_opt.pkl or anoth
 main.py / infe.py (which build a missing one on the fly, as `prepare.py trie` does ahead of time).
 """
 import glob
+import hashlib
 import json
 import os
 import time
@@ -44,6 +45,25 @@ def default_tree_path(dataset_dir, tokenizer):
 
 def tree_files(dataset_dir):
     return sorted(glob.glob(os.path.join(dataset_dir, "prefix_tree_*.marisa")))
+
+
+def source_record(path):
+    """What a tree records about the file it was built from, so that an edited file is noticed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": os.path.basename(path), "sha256": digest.hexdigest()}
+
+
+def stale_reason(tree_path, source, dataset_dir):
+    """Why a tree no longer matches the dataset's file it was built from (edited since), or None."""
+    if not source.get("file"):
+        return None  # built before trees recorded their source, or from sequences
+    current = os.path.join(dataset_dir, source["file"])
+    if os.path.exists(current) and source_record(current)["sha256"] != source.get("sha256"):
+        return f"{current} changed after {tree_path} was built from it"
+    return None
 
 
 def find_matching_tree(dataset_dir, tokenizer):
@@ -86,7 +106,11 @@ def load_prefix_tree(dataset_dir, tokenizer, model_name, trie_file=None):
         return load_tree_file(trie_file, dataset_dir, tokenizer, model_name)
     found = find_matching_tree(dataset_dir, tokenizer)
     if found is not None:
-        return PrefixTree.load(found, tokenizer=tokenizer)
+        tree = PrefixTree.load(found, tokenizer=tokenizer)
+        reason = stale_reason(found, tree.source, dataset_dir)
+        if reason is None:
+            return tree
+        print(f"{reason}: building the tree again")
     cached = default_tree_path(dataset_dir, tokenizer)
     tree = build_missing_tree(dataset_dir, tokenizer, model_name, cached)
     tree.save(cached)
@@ -95,8 +119,16 @@ def load_prefix_tree(dataset_dir, tokenizer, model_name, trie_file=None):
 
 def load_tree_file(trie_file, dataset_dir, tokenizer, model_name):
     """A tree named by --trie_file: GEMEL's pickle (OPT ids only) or a .marisa built with this tokenizer."""
+    if not os.path.exists(trie_file):
+        raise DataError(f"--trie_file {trie_file}: file not found; build one with `python prepare.py trie --dataset "
+                        f"{os.path.basename(os.path.normpath(dataset_dir))} --model_name {model_name}`, or leave "
+                        f"--trie_file out to use the dataset folder's tree")
     if not trie_file.endswith(".pkl"):
-        return PrefixTree.load(trie_file, tokenizer=tokenizer)
+        tree = PrefixTree.load(trie_file, tokenizer=tokenizer)
+        reason = stale_reason(trie_file, tree.source, dataset_dir)
+        if reason is not None:
+            raise DataError(f"--trie_file: {reason}; rebuild it with `python prepare.py trie --output {trie_file}`")
+        return tree
     if not is_opt_tokenizer(tokenizer):
         raise DataError(f"{trie_file}: a GEMEL pickle tree holds OPT token ids, but {model_name!r} has "
                         f"another tokenizer. Rebuild it: `python prepare.py trie --dataset "
@@ -111,10 +143,14 @@ def build_missing_tree(dataset_dir, tokenizer, model_name, cached):
     names_file = os.path.join(dataset_dir, ENTITY_LIST)
     if os.path.exists(gemel_pickle) and is_opt_tokenizer(tokenizer):
         print(f"Converting {gemel_pickle} to {cached} (once)")
-        return PrefixTree.from_gemel_pickle(gemel_pickle, tokenizer_info(tokenizer), tokenizer.eos_token_id)
+        tree = PrefixTree.from_gemel_pickle(gemel_pickle, tokenizer_info(tokenizer), tokenizer.eos_token_id)
+        tree.source = source_record(gemel_pickle)
+        return tree
     if os.path.exists(names_file):
         print(f"Building the prefix tree of {names_file} for {model_name} into {cached} (once)")
-        return PrefixTree.from_names(read_entity_names(names_file), tokenizer)
+        tree = PrefixTree.from_names(read_entity_names(names_file), tokenizer)
+        tree.source = source_record(names_file)
+        return tree
     dataset = os.path.basename(os.path.normpath(dataset_dir))
     source = f"--from_tree {gemel_pickle}" if os.path.exists(gemel_pickle) else "--names <entity list>"
     raise DataError(f"{dataset_dir}: no prefix tree built with the tokenizer of {model_name!r}. Build it with "
@@ -182,6 +218,7 @@ def tree_from_names(names_file, tokenizer, model_name):
               f"Convert it (e.g. `dos2unix`) and rerun.")
     print(f"Building the prefix tree of {len(names):,} names from {names_file} for {model_name}")
     tree = PrefixTree.from_names(names, tokenizer)
+    tree.source = source_record(names_file)
     if len(tree) < len(names):
         print(f"  {len(names) - len(tree):,} names are duplicates (same tokens); kept once")
     return tree
@@ -194,13 +231,16 @@ def tree_from_tree(from_tree, dataset_dir, tokenizer, source_model_name, output,
     print(f"Reading the prefix tree {from_tree}")
     source_tree, source_tokenizer = load_source_tree(from_tree, tokenizer, source_model_name, cache_dir)
     if source_tokenizer is None:
-        return PrefixTree.from_sequences(list(source_tree.sequences()), tokenizer.eos_token_id,
+        tree = PrefixTree.from_sequences(list(source_tree.sequences()), tokenizer.eos_token_id,
                                          tokenizer_info(tokenizer))
+        tree.source = source_record(from_tree)
+        return tree
     names, bad = recover_names(source_tree, source_tokenizer)
     print(f"  recovered {len(names):,} names from {len(source_tree):,} paths decoded with the tokenizer "
           f"{source_tree.tokenizer.get('name')!r}")
     report_round_trip(bad, output)
     tree = PrefixTree.from_names(names, tokenizer)
+    tree.source = source_record(from_tree)
     write_recovered_names(dataset_dir, names)
     return tree
 

@@ -127,6 +127,7 @@ class PrefixTree:
         self._edge_key = edge_key        # (num_edges,) int64, sorted
         self.eos_token_id = int(eos_token_id)
         self.tokenizer = dict(tokenizer or {})
+        self.source = {}  # what the tree was built from, e.g. {"file": "entities.txt", "sha256": ...} (trees.py)
         self.num_nodes = len(offsets) - 1
         self._num_names = int(num_names)
         self._marisa_bytes = marisa_bytes  # buffer (memory-mapped when loaded) to build the marisa trie on demand
@@ -302,6 +303,7 @@ class PrefixTree:
             position = _aligned(position + array.nbytes)
         sections["marisa"] = {"offset": position, "nbytes": len(marisa_bytes)}
         header = {"format": "gemel-prefix-tree", "format_version": FORMAT_VERSION, "tokenizer": self.tokenizer,
+                  "source": self.source,
                   "eos_token_id": self.eos_token_id, "num_names": len(self), "num_nodes": self.num_nodes,
                   "num_edges": int(len(self._edge_key)), "max_token_id": self._max_token_id(),
                   "sections": sections}
@@ -357,8 +359,10 @@ class PrefixTree:
         if marisa_start + marisa["nbytes"] > len(mapped):
             raise ValueError(f"{path}: truncated prefix tree file (section marisa)")
         marisa_view = memoryview(mapped)[marisa_start:marisa_start + marisa["nbytes"]]
-        return cls(arrays["offsets"], arrays["edge_key"], header["eos_token_id"],
+        tree = cls(arrays["offsets"], arrays["edge_key"], header["eos_token_id"],
                    header["num_names"], header["tokenizer"], marisa_bytes=marisa_view)
+        tree.source = header.get("source") or {}
+        return tree
 
     # ------------------------------------------------------------------------------------------- decoding interface
 

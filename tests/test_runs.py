@@ -264,3 +264,22 @@ def test_gold_names_missing_from_the_tree_are_reported(tmp_path, dataset_copy, t
     args = train_script.params.parse_args(flags(dataset_copy, tiny_opt_dir, tmp_path))
     experiment.load_experiment(args, ["dev"])
     assert "2 of 4 dev gold names are not in the prefix tree" in capsys.readouterr().out
+
+
+def test_an_edited_entity_list_rebuilds_the_cached_tree(tmp_path, dataset_copy, tiny_opt_dir, capsys):
+    args = train_script.params.parse_args(flags(dataset_copy, tiny_opt_dir, tmp_path))
+    first = experiment.load_experiment(args, ["dev"]).tree
+    entities = os.path.join(dataset_copy["folder"], "entities.txt")
+    with open(entities, "a", encoding="utf-8") as f:
+        f.write("\nA Name Added Later\n")
+    capsys.readouterr()
+    second = experiment.load_experiment(args, ["dev"]).tree
+    assert "entities.txt changed after" in capsys.readouterr().out
+    assert len(second) == len(first) + 1
+    third = experiment.load_experiment(args, ["dev"]).tree  # now up to date: loaded, not rebuilt
+    assert len(third) == len(second) and "changed after" not in capsys.readouterr().out
+
+
+def test_missing_trie_file_is_named(tmp_path, tiny_dataset, tiny_opt_dir, no_lm_load):
+    message = exits_with(flags(tiny_dataset, tiny_opt_dir, tmp_path) + ["--trie_file", "no_such_tree.marisa"])
+    assert "--trie_file" in message and "no_such_tree.marisa" in message and "prepare.py trie" in message

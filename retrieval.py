@@ -17,8 +17,7 @@ from tqdm import tqdm
 from fileio import atomic_write, file_size
 from loading import packaged_path, pick_device
 from params import DATASET_PRESETS, ENCODER_REGISTRY, PAPER_PRESET
-from safeload import load_pickle
-from utils import DataError, load_split
+from utils import DataError, load_mention_embeddings, load_split
 
 
 def resolve_encoder(name):
@@ -138,15 +137,11 @@ def build_embeddings(train_file, encoder_name, output, device=None, batch_size=1
 
 
 def stale_embeddings(path, train_file):
-    """Why the embedding file cannot serve main.py (missing, unreadable, wrong row count), or None if it can."""
+    """Why the embedding file cannot serve main.py (missing, unreadable, wrong shape, NaN rows), or None if it can."""
     if not os.path.exists(path):
         return "does not exist"
     try:
-        matrix = load_pickle(path, "mention-embedding file", "python prepare.py embeddings")
-    except DataError as error:  # truncated, not a pickle, or naming code: rebuilding replaces it
-        return f"cannot be read ({error})"
-    rows = len(load_split(train_file))
-    shape = tuple(getattr(matrix, "shape", ()))
-    if len(shape) != 2 or shape[0] != rows:
-        return f"has shape {shape}, not one row per non-NIL training example ({rows})"
+        load_mention_embeddings(path, len(load_split(train_file)), train_file)
+    except DataError as error:  # truncated, not a pickle, naming code, wrong shape, NaN: rebuilding replaces it
+        return f"cannot be used ({error})"
     return None

@@ -95,7 +95,8 @@ def save_state(path, model, optimizer, scheduler, progress, config):
 
 def load_state(path):
     """The saved training state, read without running code (weights_only)."""
-    saved = safeload.torch_load(path, "training state")
+    saved = safeload.torch_load(path, "training state",
+                                remedy="Start the run again with --overwrite, or train into another --ckpt_dir.")
     missing = {"linear", "optimizer", "scheduler", "progress", "config", "torch_rng"} - set(saved)
     if missing:
         raise DataError(f"{path}: not a training state of this version (no {', '.join(sorted(missing))}); start the "

@@ -75,7 +75,7 @@ def test_malicious_mention_embeddings_are_refused(folder, malicious):
     assert str(path) in message and "it may carry code" in message
     assert re.search(r"refers to (posix\.system|builtins\.exec),", message)
     assert "python prepare.py embeddings --dataset mini" in message
-    assert stale_embeddings(str(path), str(folder / "train.json")).startswith("cannot be read")  # prepare rebuilds
+    assert stale_embeddings(str(path), str(folder / "train.json")).startswith("cannot be used")  # prepare rebuilds
 
 
 def test_malicious_gemel_tree_pickle_is_refused(folder, malicious):
@@ -294,3 +294,52 @@ def test_split_field_must_be_a_string(tmp_path, field, value):
     with pytest.raises(DataError) as error:
         load_split(str(path))
     assert str(error.value).startswith(f"{path}, line 2: field {field!r} is {json.dumps(value)}, not a string")
+
+
+# ----------------------------------------------------------------------------------------------- writing outputs
+
+def test_a_full_disk_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    import fileio
+
+    target = tmp_path / "predictions.jsonl"
+    target.write_text("old\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "replace", full)
+    with pytest.raises(DataError, match="disk is full") as raised:
+        fileio.write_jsonl(str(target), [{"a": 1}])
+    assert str(target) in str(raised.value) and "unchanged" in str(raised.value)
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["predictions.jsonl"]
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    import fileio
+
+    old = os.umask(0o022)
+    try:
+        fileio.write_jsonl(str(tmp_path / "p.jsonl"), [{"a": 1}])
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "p.jsonl").st_mode & 0o777 == 0o644  # mkstemp alone would give 0600
+
+
+def test_nan_never_reaches_a_predictions_file(tmp_path):
+    import fileio
+
+    with pytest.raises(ValueError):
+        fileio.write_jsonl(str(tmp_path / "p.jsonl"), [{"score": float("nan")}])
+    assert not os.listdir(tmp_path)
+
+
+def test_an_unwritable_output_is_named_before_any_work(tmp_path):
+    import fileio
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match="--predictions_file") as raised:
+        fileio.check_writable(str(blocker / "out.jsonl"), "--predictions_file")
+    assert str(blocker) in str(raised.value)

@@ -53,11 +53,22 @@ def test_infe_batched_and_unbatched_agree(run, tmp_path):
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
-def test_reference_decoding_and_unconstrained_decoding_run(run, tmp_path):
+def test_reference_decoding_gives_the_fast_paths_names_and_scores(run, tmp_path):
+    """--decoding reference is transformers' own generate(): the fast path must give the same names and scores."""
     entities = set(open(os.path.join(run["folder"], "entities.txt"), encoding="utf-8").read().split("\n"))
-    ref = tmp_path / "ref.jsonl"
-    infe.main(run["common"] + ["--split", "dev", "--decoding", "reference", "--predictions_file", str(ref)])
-    assert all(json.loads(line)["prediction"] in entities for line in open(ref))
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("fast", "reference")}
+    for name, path in paths.items():
+        infe.main(run["common"] + ["--split", "dev", "--decoding", name, "--predictions_file", str(path)])
+    fast, ref = ([json.loads(line) for line in open(path)] for path in paths.values())
+    assert len(fast) == len(ref) == 4
+    assert [r["prediction"] for r in fast] == [r["prediction"] for r in ref]
+    assert all(r["prediction"] in entities for r in ref)
+    for a, b in zip(fast, ref):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_unconstrained_decoding_leaves_the_knowledge_base(run, tmp_path):
+    entities = set(open(os.path.join(run["folder"], "entities.txt"), encoding="utf-8").read().split("\n"))
     free = tmp_path / "free.jsonl"
     infe.main(run["common"] + ["--split", "dev", "--no-use_prefix_tree", "--max_new_tokens", "3",
                                "--predictions_file", str(free)])
@@ -89,11 +100,11 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_data
         train_script.main(args(tmp_path / "crashed"))
     monkeypatch.setattr(train_script, "evaluate", real_evaluate)
     state_name = "tiny-opt0_tiny_linear_4token_2examples.train_state.pt"
-    assert torch.load(tmp_path / "crashed" / state_name, weights_only=False)["progress"]["global_step"] == 4
+    assert torch.load(tmp_path / "crashed" / state_name, weights_only=True)["progress"]["global_step"] == 4
     train_script.main(args(tmp_path / "crashed") + ["--resume"])
 
-    whole = torch.load(tmp_path / "whole" / state_name, weights_only=False)
-    resumed = torch.load(tmp_path / "crashed" / state_name, weights_only=False)
+    whole = torch.load(tmp_path / "whole" / state_name, weights_only=True)
+    resumed = torch.load(tmp_path / "crashed" / state_name, weights_only=True)
     assert resumed["progress"]["global_step"] == whole["progress"]["global_step"] == 12
     for key in ("weight", "bias"):
         torch.testing.assert_close(resumed["linear"][key], whole["linear"][key], rtol=0, atol=0)

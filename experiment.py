@@ -13,7 +13,7 @@ import runs
 from decoding import Unconstrained
 from loading import keep_freed_memory_for_reuse, load_lm, load_tokenizer, pick_device, pick_dtype
 from model import GEMEL
-from retrieval import DemonstrationRetriever, MentionEncoder
+from retrieval import DemonstrationRetriever, MentionEncoder, resolve_encoder
 from trees import load_prefix_tree
 from trie import TokenizerMismatchError
 from utils import DataError, PromptBuilder, image_key, load_image_features, load_mention_embeddings, load_split
@@ -73,6 +73,7 @@ def load_experiment(args, split_names):
     train_emb = None
     if args.ICL_examples_num > 0:
         train_emb = load_mention_embeddings(args.ment_embed_file, len(train), args.data_file["train"])
+        resolve_encoder(args.simcse_model)  # a misspelled encoder fails here, not after the LM has loaded
     if args.use_prefix_tree:
         tree = load_prefix_tree(args.dataset_dir, tokenizer, args.model_name, args.trie_file)
     else:

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from fileio import atomic_write, file_size
-from loading import packaged_path, pick_device
+from loading import check_model_name, packaged_path, pick_device
 from params import DATASET_PRESETS, ENCODER_REGISTRY, PAPER_PRESET
 from utils import DataError, load_mention_embeddings, load_split
 
@@ -28,6 +28,7 @@ def resolve_encoder(name):
             if entry.get("path") == name:
                 spec = entry
     if spec is None:
+        check_model_name(name, "--simcse_model", ENCODER_REGISTRY)
         # sentence-transformers folders carry modules.json and were trained with mean pooling
         pooling = "mean" if os.path.exists(os.path.join(name, "modules.json")) else "pooler"
         return name, pooling
@@ -43,8 +44,13 @@ class MentionEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         path, self.pooling = resolve_encoder(name)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
-        self.model = AutoModel.from_pretrained(path, cache_dir=cache_dir).to(device).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
+            self.model = AutoModel.from_pretrained(path, cache_dir=cache_dir).to(device).eval()
+        except OSError as error:
+            raise DataError(f"--simcse_model {name!r}: cannot load it ({str(error).strip().splitlines()[0]}); give a "
+                            f"local folder, a hub id reachable from here, or a short name "
+                            f"({', '.join(ENCODER_REGISTRY)})") from None
         self.device = device
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ import params
 import runs
 from evaluation import EvalSettings, evaluate
 from experiment import checkpoint_path, load_experiment, run_script
-from model import load_checkpoint
+from model import load_checkpoint, read_checkpoint
 from utils import DataError
 
 
@@ -30,16 +30,17 @@ def run(args):
     set_seed(args.random_seed)
     ckpt = checkpoint_path(args)
     if not os.path.exists(ckpt):
-        raise DataError(f"checkpoint {ckpt} not found: train one with `python main.py` (same flags) or pass "
+        raise DataError(f"{ckpt}: checkpoint not found; train one with `python main.py` (same flags) or pass "
                         f"--best_ckpt")
     runs.check_checkpoint_config(ckpt, args)
+    state = read_checkpoint(ckpt)
     out = predictions_path(args, ckpt)
     if os.path.exists(out) and not args.overwrite:
         raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
                         f"--predictions_file <another file>")
     fileio.check_writable(out, "--predictions_file")
     exp = load_experiment(args, [args.split])
-    load_checkpoint(exp.model, ckpt)
+    load_checkpoint(exp.model, ckpt, state)
     print(f"Loaded {ckpt}")
     acc, records = evaluate(exp, exp.splits[args.split], EvalSettings.from_args(args))
     fileio.write_jsonl(out, records)

@@ -89,25 +89,31 @@ def _only_rows_reach_the_head(lm, rows, cols):
 
 # ----------------------------------------------------------------------------- GEMEL's checkpoint format
 
+_CHECKPOINT_REMEDY = "Download it again, or train one with `python main.py` (same flags)."
+
 def save_checkpoint(model, path):
     """GEMEL's format: torch.save of the linear layer's state dict {weight, bias} in float16, written atomically."""
     state = {k: v.detach().to("cpu", torch.float16).clone() for k, v in model.linear.state_dict().items()}
     fileio.torch_save(state, path)
 
 
-def load_checkpoint(model, path):
-    """Load a GEMEL checkpoint (the released ones load unchanged); weights become the projector's float32.
-
-    Read with torch's weights-only unpickler (safeload.torch_load): a checkpoint is tensors, never code.
-    """
-    remedy = "Download it again, or train one with `python main.py` (same flags)."
-    state = torch_load(path, "checkpoint", remedy)
-    expected = {k: tuple(v.shape) for k, v in model.linear.state_dict().items()}
-    got = _tensor_shapes(state)
-    if got is None:
+def read_checkpoint(path):
+    """A GEMEL checkpoint's state dict, read with torch's weights-only unpickler (safeload.torch_load): a checkpoint
+    is tensors, never code. Scripts read it before loading the LM, so that a damaged file fails at once."""
+    state = torch_load(path, "checkpoint", _CHECKPOINT_REMEDY)
+    if _tensor_shapes(state) is None:
         what = "a dict whose values are not all tensors" if isinstance(state, dict) else f"a {type(state).__name__}"
         raise DataError(f"{path}: holds {what}, not GEMEL's checkpoint (a dict of tensors {{weight, bias}}). "
-                        f"{remedy}")
+                        f"{_CHECKPOINT_REMEDY}")
+    return state
+
+
+def load_checkpoint(model, path, state=None):
+    """Load a GEMEL checkpoint (the released ones load unchanged; `state` if already read); weights become the
+    projector's float32."""
+    state = read_checkpoint(path) if state is None else state
+    expected = {k: tuple(v.shape) for k, v in model.linear.state_dict().items()}
+    got = _tensor_shapes(state)
     if got != expected:
         raise DataError(f"{path}: holds {got}, but this model's projector needs {expected} "
                         f"(--visual_prefix_length x hidden size of the LM, --dim_clip). Was it trained with "

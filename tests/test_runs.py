@@ -190,9 +190,13 @@ def test_more_demonstrations_than_training_examples_is_an_error(tmp_path, tiny_d
     assert "--ICL_examples_num 40" in message and "train.json" in message and "12" in message
 
 
-def test_misspelled_model_and_missing_cuda_fail_at_once(tmp_path, tiny_dataset, tiny_opt_dir):
+def test_misspelled_model_and_missing_cuda_fail_at_once(tmp_path, tiny_dataset, tiny_opt_dir, no_lm_load):
     message = exits_with(flags(tiny_dataset, "smollm2-135", tmp_path))
     assert "'smollm2-135'" in message and "smollm2-135m" in message
+    argv = flags(tiny_dataset, tiny_opt_dir, tmp_path)
+    argv[argv.index("--simcse_model") + 1] = "minilm-l"
+    message = exits_with(argv)
+    assert "--simcse_model 'minilm-l'" in message and "minilm-l6" in message
     if not torch.cuda.is_available():
         message = exits_with(flags(tiny_dataset, tiny_opt_dir, tmp_path) + ["--device", "cuda"])
         assert "--device cuda" in message and "--device cpu" in message
@@ -283,3 +287,10 @@ def test_an_edited_entity_list_rebuilds_the_cached_tree(tmp_path, dataset_copy, 
 def test_missing_trie_file_is_named(tmp_path, tiny_dataset, tiny_opt_dir, no_lm_load):
     message = exits_with(flags(tiny_dataset, tiny_opt_dir, tmp_path) + ["--trie_file", "no_such_tree.marisa"])
     assert "--trie_file" in message and "no_such_tree.marisa" in message and "prepare.py trie" in message
+
+
+def test_a_damaged_checkpoint_fails_before_the_lm_loads(tmp_path, tiny_dataset, tiny_opt_dir, no_lm_load):
+    os.makedirs(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / f"{RUN}.pkl").write_bytes(os.urandom(300))
+    message = exits_with(flags(tiny_dataset, tiny_opt_dir, tmp_path), infe)
+    assert f"{RUN}.pkl" in message and "weights_only=False" not in message

@@ -58,6 +58,18 @@ class DecodingOptions:
 class BeamSearchOutput:
     tokens: list[list[int]]   # best hypothesis per example, answer tokens without the final EOS
     scores: list[float]       # its length-normalised score
+    ranked: list[list[tuple[list[int], float]]]  # per example every finished hypothesis (tokens, score), best first
+
+
+def _ranked_output(tokens, scores, max_new_tokens, finished=None):
+    """BeamSearchOutput from per-example lists of hypotheses (best first), keeping only real ones: a hypothesis that
+    grew from a sentinel-scored beam (fewer names than beams) scores at most _NOT_A_CANDIDATE / max_new_tokens, far
+    below any real average log-probability."""
+    real_above = _NOT_A_CANDIDATE / (max_new_tokens + 1)
+    finished = finished or [[True] * len(ts) for ts in tokens]
+    ranked = [[(t, s) for t, s, ok in zip(ts, ss, fs) if ok and s > real_above] or [(ts[0], ss[0])]  # never empty
+              for ts, ss, fs in zip(tokens, scores, finished)]
+    return BeamSearchOutput(tokens=[r[0][0] for r in ranked], scores=[r[0][1] for r in ranked], ranked=ranked)
 
 
 class Unconstrained:
@@ -148,7 +160,7 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
     """
     eos = tree.eos_token_id
     processor = PrefixTreeLogitsProcessor(tree)  # with Unconstrained, it only records the answer start
-    settings = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, num_return_sequences=1,
+    settings = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, num_return_sequences=num_beams,
                     eos_token_id=eos, pad_token_id=eos, return_dict_in_generate=True, output_scores=True,
                     repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0)
     if num_beams > 1:
@@ -158,10 +170,13 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
     out = lm.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                       generation_config=GenerationConfig(**settings),
                       logits_processor=LogitsProcessorList([processor]))
-    generated = out.sequences[:, processor.answer_start:]  # (B, L) answer tokens, EOS-filled after the end
+    generated = out.sequences[:, processor.answer_start:]  # (B * K, L) answer tokens, EOS-filled after the end
     tokens = [_answer_tokens(row, eos) for row in generated.tolist()]
     if num_beams > 1:
-        return BeamSearchOutput(tokens=tokens, scores=out.sequences_scores.float().tolist())
+        scores = out.sequences_scores.float().tolist()
+        groups = [range(b, b + num_beams) for b in range(0, len(tokens), num_beams)]
+        return _ranked_output([[tokens[i] for i in g] for g in groups], [[scores[i] for i in g] for g in groups],
+                              max_new_tokens)
 
     # Greedy: sum of the chosen tokens' log-probabilities (EOS included) over the answer length, step by step in
     # float32 like the fast path.
@@ -171,7 +186,8 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
         log_probs = torch.log_softmax(logits.float().cpu(), dim=-1)
         chosen = log_probs.gather(1, generated[:, step:step + 1].cpu()).squeeze(1)
         total = total + torch.where(step < lengths, chosen, 0.0)
-    return BeamSearchOutput(tokens=tokens, scores=(total / lengths.float()).tolist())
+    scores = (total / lengths.float()).tolist()
+    return _ranked_output([[t] for t in tokens], [[s] for s in scores], max_new_tokens)
 
 
 def _grow(mask):
@@ -225,9 +241,9 @@ def _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens):
         states = tree.advance(states, chosen.cpu().numpy())
         if not bool(unfinished.any()):
             break
-    scores = total / lengths.float()
+    scores = (total / lengths.float()).tolist()
     tokens = [_answer_tokens(row, eos) for row in generated.tolist()]
-    return BeamSearchOutput(tokens=tokens, scores=scores.tolist())
+    return _ranked_output([[t] for t in tokens], [[s] for s in scores], max_new_tokens)
 
 
 def _top_candidates(log_probs, running_scores, tree, states, num_candidates, dense_above):
@@ -331,8 +347,10 @@ class _Beams:
     def __init__(self, batch_size, beams, max_new_tokens, eos, device):
         self.beams, self.eos, self.max_new_tokens = beams, eos, max_new_tokens
         self.live = torch.arange(batch_size, device=device)  # (B',) the examples still in the batch
-        self.best_tokens = torch.full((batch_size, max_new_tokens), eos, dtype=torch.long, device=device)
-        self.best_scores = torch.full((batch_size,), _NOT_A_CANDIDATE, device=device)
+        # Results of the examples that left the batch: their finished hypotheses, best first.
+        self.done_tokens = torch.full((batch_size, beams, max_new_tokens), eos, dtype=torch.long, device=device)
+        self.done_scores = torch.full((batch_size, beams), _NOT_A_CANDIDATE, device=device)
+        self.done_finished = torch.zeros((batch_size, beams), dtype=torch.bool, device=device)
         # Only beam 0 starts live, so that the K beams of the first step are K different tokens.
         self.running_tokens = torch.full((batch_size, beams, max_new_tokens), eos, dtype=torch.long, device=device)
         self.running_scores = torch.zeros((batch_size, beams), device=device)
@@ -389,8 +407,7 @@ class _Beams:
 
     def retire(self, done):
         """Record the results of the `done` examples (B',) and drop them; returns the beam rows kept (B''*K,)."""
-        self.best_tokens[self.live[done]] = self.finished_tokens[done, 0]
-        self.best_scores[self.live[done]] = self.finished_scores[done, 0]
+        self._record(self.live[done], done)
         kept = (~done).nonzero().squeeze(1)  # (B'',)
         for name in ("live", "running_tokens", "running_scores", "finished_tokens", "finished_scores",
                      "is_finished", "may_improve"):
@@ -398,7 +415,11 @@ class _Beams:
         return (kept[:, None] * self.beams + torch.arange(self.beams, device=kept.device)).view(-1)
 
     def result(self):
-        self.best_tokens[self.live] = self.finished_tokens[:, 0]
-        self.best_scores[self.live] = self.finished_scores[:, 0]
-        tokens = [_answer_tokens(row, self.eos) for row in self.best_tokens.tolist()]
-        return BeamSearchOutput(tokens=tokens, scores=self.best_scores.tolist())
+        self._record(self.live, slice(None))
+        tokens = [[_answer_tokens(row, self.eos) for row in rows] for rows in self.done_tokens.tolist()]
+        return _ranked_output(tokens, self.done_scores.tolist(), self.max_new_tokens, self.done_finished.tolist())
+
+    def _record(self, examples, rows):
+        self.done_tokens[examples] = self.finished_tokens[rows]
+        self.done_scores[examples] = self.finished_scores[rows]
+        self.done_finished[examples] = self.is_finished[rows]

@@ -80,9 +80,14 @@ def left_padded_prompts(lengths, seed):
 
 
 def assert_same(fast, ref):
+    """The same best names and scores, and the same ranked list of finished hypotheses (Hits@k and MRR use it)."""
     assert fast.tokens == ref.tokens
     np.testing.assert_allclose(fast.scores, ref.scores, rtol=0, atol=1e-5)
     assert all(np.isfinite(fast.scores))
+    assert [[t for t, _ in r] for r in fast.ranked] == [[t for t, _ in r] for r in ref.ranked]
+    for f, r in zip(fast.ranked, ref.ranked):
+        np.testing.assert_allclose([s for _, s in f], [s for _, s in r], rtol=0, atol=1e-5)
+        assert [s for _, s in f] == sorted((s for _, s in f), reverse=True)
 
 
 @pytest.mark.parametrize("arch", ["opt", "llama"])

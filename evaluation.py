@@ -1,5 +1,6 @@
 """Evaluation: decode a split with the prefix tree, score it (GEMEL's exact-match accuracy), one record per example."""
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -25,11 +26,19 @@ class EvalSettings:
         return cls(**{**settings, **overrides})
 
 
+@dataclass
+class Evaluation:
+    accuracy: float   # GEMEL's metric: % of examples whose best name equals the gold name
+    records: list     # one dict per example, in the split's order
+    summary: dict     # accuracy, Hits@k for k = 1..num_beams, MRR, examples, seconds, examples/s
+
+
 @torch.no_grad()
 def evaluate(exp, split, settings):
-    """Accuracy (%) and one record per example, in the split's order, for experiment.Split `split`."""
+    """Decode experiment.Split `split`, one record per example (ranked names with scores), and summarise it."""
     model, builder = exp.model, exp.builder
     model.eval()
+    start = time.perf_counter()
     lengths = [builder.prompt_length(ex, d) for ex, d in zip(split.examples, split.demos)]
     batches = length_bucketed_batches(lengths, settings.batch_size, shuffle=False)
     records = [None] * len(split.examples)
@@ -40,21 +49,50 @@ def evaluate(exp, split, settings):
         batch = builder.collate(exs, [split.demos[i] for i in batch_idx], split.images[batch_idx], training=False)
         out = model.generate(batch, exp.tree, settings.num_beams, settings.max_new_tokens, settings.decoding,
                              settings.options)
-        preds = [p.strip(" ") for p in exp.tokenizer.batch_decode(out.tokens, skip_special_tokens=True)]
-        for i, ex, pred, score in zip(batch_idx, exs, preds, out.scores):
-            if not math.isfinite(score):
-                raise DataError(f"line {ex['line']} of the {split.name} split: the LM's log-probabilities are "
-                                f"{score} (a float16 overflow?); rerun with --dtype float32 or bfloat16")
-            correct = pred == ex["target"]
-            hits += correct
-            records[i] = {"line": ex["line"], "text": ex["text"], "mention": ex["mention"],
-                          "target": ex["target"], "prediction": pred, "correct": correct,
-                          "score": float(score), "demonstrations": list(split.demos[i])}
+        for i, ex, ranked in zip(batch_idx, exs, _decode_ranked(exp.tokenizer, out.ranked)):
+            records[i] = _record(ex, ranked, split.demos[i], split.name)
+            hits += records[i]["correct"]
         done += len(batch_idx)
         bar.set_postfix(acc=f"{100.0 * hits / done:.2f}%")
+    summary = summarize(records, settings.num_beams, time.perf_counter() - start)
     for r in records[:settings.show_examples]:
         print(f"  {'OK ' if r['correct'] else 'ERR'} mention={r['mention']!r} target={r['target']!r} "
               f"prediction={r['prediction']!r}")
-    acc = 100.0 * hits / max(len(records), 1)
-    print(f"acc: {acc:.4f} %")
-    return acc, records
+    hits_at = ", ".join(f"@{k} {summary[f'hits@{k}']:.2f}" for k in range(1, settings.num_beams + 1))
+    print(f"acc: {summary['accuracy']:.4f} %   (Hits {hits_at}, MRR {summary['mrr']:.4f}; "
+          f"{summary['examples']} examples in {summary['seconds']:.1f} s, {summary['examples_per_s']:.2f}/s)")
+    return Evaluation(summary["accuracy"], records, summary)
+
+
+def _decode_ranked(tokenizer, ranked):
+    """Per example [(name, score), ...] best first; names decoded as GEMEL decodes answers (stripped of spaces)."""
+    names = tokenizer.batch_decode([tokens for hypotheses in ranked for tokens, _ in hypotheses],
+                                   skip_special_tokens=True)
+    names = iter(name.strip(" ") for name in names)
+    return [[(next(names), score) for _, score in hypotheses] for hypotheses in ranked]
+
+
+def _record(ex, ranked, demos, split_name):
+    for name, score in ranked:
+        if not math.isfinite(score):
+            raise DataError(f"line {ex['line']} of the {split_name} split: the LM's log-probabilities are "
+                            f"{score} (a float16 overflow?); rerun with --dtype float32 or bfloat16")
+    names = [name for name, _ in ranked]
+    prediction, score = ranked[0]
+    return {"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],
+            "prediction": prediction, "correct": prediction == ex["target"], "score": float(score),
+            "rank": names.index(ex["target"]) + 1 if ex["target"] in names else None,
+            "ranked": [{"name": name, "score": float(s)} for name, s in ranked],
+            "demonstrations": [int(d) for d in demos]}
+
+
+def summarize(records, num_beams, seconds):
+    """Accuracy and Hits@k in %, MRR in [0, 1] (a gold name outside the ranked list counts 0), throughput."""
+    n = max(len(records), 1)
+    ranks = [r["rank"] for r in records]
+    summary = {"accuracy": 100.0 * sum(r["correct"] for r in records) / n}
+    for k in range(1, num_beams + 1):
+        summary[f"hits@{k}"] = 100.0 * sum(rank is not None and rank <= k for rank in ranks) / n
+    summary["mrr"] = sum(1.0 / rank for rank in ranks if rank is not None) / n
+    summary.update(examples=len(records), seconds=seconds, examples_per_s=len(records) / max(seconds, 1e-9))
+    return summary

@@ -26,6 +26,11 @@ def predictions_path(args, ckpt):
     return args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}.predictions.jsonl"
 
 
+def summary_path(predictions):
+    """Accuracy, Hits@k, MRR and throughput as JSON, beside the predictions."""
+    return os.path.splitext(predictions)[0] + ".summary.json"
+
+
 def run(args):
     set_seed(args.random_seed)
     ckpt = checkpoint_path(args)
@@ -35,17 +40,18 @@ def run(args):
     runs.check_checkpoint_config(ckpt, args)
     state = read_checkpoint(ckpt)
     out = predictions_path(args, ckpt)
-    if os.path.exists(out) and not args.overwrite:
+    if (os.path.exists(out) or os.path.exists(summary_path(out))) and not args.overwrite:
         raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
                         f"--predictions_file <another file>")
     fileio.check_writable(out, "--predictions_file")
     exp = load_experiment(args, [args.split])
     load_checkpoint(exp.model, ckpt, state)
     print(f"Loaded {ckpt}")
-    acc, records = evaluate(exp, exp.splits[args.split], EvalSettings.from_args(args))
-    fileio.write_jsonl(out, records)
-    print(f"Wrote {len(records)} predictions to {out}")
-    return acc
+    result = evaluate(exp, exp.splits[args.split], EvalSettings.from_args(args))
+    fileio.write_jsonl(out, result.records)
+    fileio.write_json(summary_path(out), {"checkpoint": ckpt, "split": args.split, **result.summary})
+    print(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_path(out)}")
+    return result.accuracy
 
 
 def main(argv=None):

@@ -63,8 +63,10 @@ def train(args, exp, files):
     print_banner(args, exp, micro_per_epoch)
 
     def evaluate_and_keep_best():
-        acc, _ = evaluate(exp, exp.splits["dev"], settings)
-        row = {"step": state["global_step"], "epoch": state["epoch"], "dev_acc": acc, "time": time.time()}
+        dev = evaluate(exp, exp.splits["dev"], settings)
+        acc = dev.accuracy
+        row = {"step": state["global_step"], "epoch": state["epoch"], "dev_acc": acc, "dev_mrr": dev.summary["mrr"],
+               "dev_examples_per_s": dev.summary["examples_per_s"], "time": time.time()}
         if acc >= state["best_acc"]:  # as the original: a tie keeps the later checkpoint
             state["best_acc"], state["best_step"] = acc, state["global_step"]
             save_checkpoint(model, files.checkpoint)
@@ -157,10 +159,12 @@ def run(args):
     if args.do_test:
         load_checkpoint(exp.model, files.checkpoint)
         print(f"Testing the best checkpoint {files.checkpoint}")
-        acc, records = evaluate(exp, exp.splits["test"], EvalSettings.from_args(args))
-        fileio.write_jsonl(files.test_predictions, records)
-        metrics.append({"step": state["global_step"], "test_acc": acc, "checkpoint": files.checkpoint})
-        result["test_acc"] = acc
+        test = evaluate(exp, exp.splits["test"], EvalSettings.from_args(args))
+        fileio.write_jsonl(files.test_predictions, test.records)
+        metrics.append({"step": state["global_step"], "test_acc": test.accuracy,
+                        **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
+                        "checkpoint": files.checkpoint})
+        result["test_acc"] = test.accuracy
     print(json.dumps(result))
     return result
 

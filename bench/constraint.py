@@ -62,8 +62,8 @@ def main(argv=None):
         try:
             start = time.perf_counter()
             settings = EvalSettings.from_args(args, batch_size=a.eval_bs, show_examples=0)
-            acc, records = evaluate(Experiment(exp.model, exp.tokenizer, exp.builder, tree, exp.splits), split,
-                                    settings)
+            result = evaluate(Experiment(exp.model, exp.tokenizer, exp.builder, tree, exp.splits), split, settings)
+            acc, records = result.accuracy, result.records
             total = time.perf_counter() - start
         finally:
             for fn_name, fn in originals.items():

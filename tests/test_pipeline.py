@@ -108,3 +108,34 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_data
     assert resumed["progress"]["global_step"] == whole["progress"]["global_step"] == 12
     for key in ("weight", "bias"):
         torch.testing.assert_close(resumed["linear"][key], whole["linear"][key], rtol=0, atol=0)
+
+
+def test_infe_reports_hits_at_k_and_mrr_from_the_ranked_names(run, tmp_path):
+    path = tmp_path / "ranked.jsonl"
+    accuracy = infe.main(run["common"] + ["--split", "dev", "--num_beams", "4", "--predictions_file", str(path)])
+    rows = [json.loads(line) for line in open(path)]
+    summary = json.loads((tmp_path / "ranked.summary.json").read_text())
+    for r in rows:
+        names = [h["name"] for h in r["ranked"]]
+        scores = [h["score"] for h in r["ranked"]]
+        assert 1 <= len(names) <= 4 and names[0] == r["prediction"] and scores == sorted(scores, reverse=True)
+        assert r["rank"] == (names.index(r["target"]) + 1 if r["target"] in names else None)
+    assert summary["accuracy"] == summary["hits@1"] == pytest.approx(accuracy)
+    for k in range(1, 5):
+        assert summary[f"hits@{k}"] == pytest.approx(100 * sum(r["rank"] is not None and r["rank"] <= k
+                                                               for r in rows) / len(rows))
+    assert summary["hits@1"] <= summary["hits@2"] <= summary["hits@4"]
+    assert summary["mrr"] == pytest.approx(sum(1 / r["rank"] for r in rows if r["rank"]) / len(rows))
+    assert summary["examples"] == 4 and summary["seconds"] > 0 and summary["examples_per_s"] > 0
+
+
+def test_summary_of_known_ranks():
+    from evaluation import summarize
+
+    records = [{"correct": True, "rank": 1}, {"correct": False, "rank": 3}, {"correct": False, "rank": None},
+               {"correct": False, "rank": 2}]
+    summary = summarize(records, num_beams=3, seconds=2.0)
+    assert summary["accuracy"] == summary["hits@1"] == 25.0
+    assert summary["hits@2"] == 50.0 and summary["hits@3"] == 75.0
+    assert summary["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 4)
+    assert summary["examples_per_s"] == 2.0

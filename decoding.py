@@ -81,6 +81,9 @@ class Unconstrained:
     def start_state(self):
         return 0
 
+    def start_states(self, batch_size):
+        return np.zeros(batch_size, dtype=np.int64)
+
     def advance(self, states, tokens):
         return np.zeros(len(tokens), dtype=np.int64)
 
@@ -158,6 +161,9 @@ def generate_reference(lm, inputs_embeds, attention_mask, tree, num_beams=5, max
     Logit-changing entries of `lm.generation_config` that are not neutralised here (forced or suppressed tokens)
     would apply to this path only; OPT's and LLaMA's configs have none.
     """
+    if not hasattr(tree, "start_state"):
+        raise ValueError("--decoding reference takes one tree for the whole batch; per-example candidates "
+                         "(--use_candidates) decode with --decoding fast")
     eos = tree.eos_token_id
     processor = PrefixTreeLogitsProcessor(tree)  # with Unconstrained, it only records the answer start
     settings = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, num_return_sequences=num_beams,
@@ -221,7 +227,7 @@ def constrained_beam_search(lm, inputs_embeds, attention_mask, tree, num_beams=5
 def _greedy(lm, tree, logits, cache, mask, positions, max_new_tokens):
     """Greedy decoding as transformers' `_sample` with do_sample=False: argmax of the masked raw logits."""
     batch_size, device, eos = logits.shape[0], logits.device, tree.eos_token_id
-    states = np.full(batch_size, tree.start_state(), dtype=np.int64)
+    states = tree.start_states(batch_size)
     generated = torch.full((batch_size, max_new_tokens), eos, dtype=torch.long, device=device)
     unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)
     total = torch.zeros(batch_size, device=device)                      # sum of chosen log-probs
@@ -308,7 +314,7 @@ def _beam_search(lm, tree, logits, cache, mask, positions, num_beams, max_new_to
     can_retire = beam_cache.is_beam_layout(cache)
     beams = _Beams(batch_size, num_beams, max_new_tokens, tree.eos_token_id, logits.device)
     log_probs = torch.log_softmax(logits, dim=-1).repeat_interleave(num_beams, dim=0)  # (B*K, V)
-    states = np.full(batch_size * num_beams, tree.start_state(), dtype=np.int64)  # tree state of each beam row
+    states = np.repeat(tree.start_states(batch_size), num_beams)  # tree state of each beam row
 
     for step in range(max_new_tokens):
         if step > 0:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from candidates import CandidateTrees
 from decoding import DecodingOptions
 from utils import DataError, length_bucketed_batches
 
@@ -47,8 +48,8 @@ def evaluate(exp, split, settings):
     for batch_idx in bar:
         exs = [split.examples[i] for i in batch_idx]
         batch = builder.collate(exs, [split.demos[i] for i in batch_idx], split.images[batch_idx], training=False)
-        out = model.generate(batch, exp.tree, settings.num_beams, settings.max_new_tokens, settings.decoding,
-                             settings.options)
+        out = model.generate(batch, _tree_for(exp, split, exs), settings.num_beams, settings.max_new_tokens,
+                             settings.decoding, settings.options)
         for i, ex, ranked in zip(batch_idx, exs, _decode_ranked(exp.tokenizer, out.ranked)):
             records[i] = _record(ex, ranked, split.demos[i], split.name)
             hits += records[i]["correct"]
@@ -62,6 +63,15 @@ def evaluate(exp, split, settings):
     print(f"acc: {summary['accuracy']:.4f} %   (Hits {hits_at}, MRR {summary['mrr']:.4f}; "
           f"{summary['examples']} examples in {summary['seconds']:.1f} s, {summary['examples_per_s']:.2f}/s)")
     return Evaluation(summary["accuracy"], records, summary)
+
+
+def _tree_for(exp, split, examples):
+    """The whole knowledge base's tree, or with candidates one tree per example of the batch."""
+    if split.candidates is None:
+        return exp.tree
+    cache = exp.builder.cache
+    return CandidateTrees([[cache[name] for name in split.candidates[ex["line"]]] for ex in examples],
+                          exp.tokenizer.eos_token_id)
 
 
 def _decode_ranked(tokenizer, ranked):

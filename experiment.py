@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import runs
+from candidates import candidates_path, read_candidates, recall_at, with_gold
 from decoding import Unconstrained
 from loading import keep_freed_memory_for_reuse, load_lm, load_tokenizer, pick_device, pick_dtype
 from model import GEMEL
@@ -25,6 +26,7 @@ class Split:
     examples: list        # NIL-filtered examples
     demos: list           # per example: training indices of its demonstrations, least similar first
     images: np.ndarray    # (N, dim_clip) each example's own image feature
+    candidates: dict | None = None  # split line -> candidate names (--use_candidates), else the whole tree
 
 
 @dataclass
@@ -70,6 +72,7 @@ def load_experiment(args, split_names):
         raise DataError(f"--ICL_examples_num {args.ICL_examples_num}: {args.data_file['train']} has only {len(train)} "
                         f"non-NIL examples (a training example is never its own demonstration); ask for fewer")
     features_of = _image_features(args, train, examples)
+    candidates = {name: _candidates(args, name, split_examples) for name, split_examples in examples.items()}
     train_emb = None
     if args.ICL_examples_num > 0:
         train_emb = load_mention_embeddings(args.ment_embed_file, len(train), args.data_file["train"])
@@ -91,10 +94,24 @@ def load_experiment(args, split_names):
     for name in split_names:
         builder.prepare(examples[name])
         demos[name] = _fit_context(builder, examples[name], demos[name], lm, args, name)
-        splits[name] = Split(name, examples[name], demos[name], features_of(examples[name]))
-        if args.use_prefix_tree:
+        splits[name] = Split(name, examples[name], demos[name], features_of(examples[name]), candidates[name])
+        if candidates[name]:
+            builder.cache.add([n for names in candidates[name].values() for n in names])
+        elif args.use_prefix_tree:
             report_unreachable_names(builder, tree, splits[name])
     return Experiment(model, tokenizer, builder, tree, splits)
+
+
+def _candidates(args, split_name, examples):
+    """The split's candidate lists (--use_candidates), with their recall printed; None without the flag."""
+    if not args.use_candidates:
+        return None
+    path = candidates_path(args.dataset_dir, split_name)
+    candidates = read_candidates(path, examples)
+    recall = recall_at(candidates, examples, (1, max(len(c) for c in candidates.values())))
+    print(f"{split_name}: candidates from {path}, recall " + ", ".join(f"@{k} {v:.1f} %" for k, v in recall.items())
+          + (" (the gold is added where missing: --candidates_with_gold)" if args.candidates_with_gold else ""))
+    return with_gold(candidates, examples) if args.candidates_with_gold else candidates
 
 
 def _image_features(args, train, examples):

@@ -124,6 +124,12 @@ def build_parser(description):
     g.add_argument("--decoding", default="fast", choices=("fast", "reference"),
                    help="fast: prefill once, batched constrained beam search; reference: transformers' "
                         "generate() with a prefix-tree logits processor (slow, for checking)")
+    g.add_argument("--use_candidates", action=bool_flag, default=False,
+                   help="decode each example only among its own candidates (candidates.<split>.jsonl of the dataset "
+                        "folder, built by `prepare.py candidates`) instead of the whole knowledge base")
+    g.add_argument("--candidates_with_gold", action=bool_flag, default=False,
+                   help="with --use_candidates: add the gold name to a list that misses it (an oracle setting, as "
+                        "DRIN's original code evaluates; not what linking new text gets)")
     g.add_argument("--share_prompt", action=bool_flag, default=True,
                    help="fast decoding keeps one copy of each prompt's cache for all its beams; --no-share_prompt "
                         "copies it to every beam, for LMs whose attention does not go through transformers' "
@@ -168,6 +174,10 @@ def finalize(args, parser):
         parser.error(f"--train_epoch must be >= 0 (0 evaluates the projector at initialisation), got {args.train_epoch}")
     if args.ICL_examples_num < 0:
         parser.error(f"--ICL_examples_num must be >= 0, got {args.ICL_examples_num}")
+    if args.candidates_with_gold and not args.use_candidates:
+        parser.error("--candidates_with_gold needs --use_candidates")
+    if args.use_candidates and args.decoding == "reference":
+        parser.error("--use_candidates decodes with --decoding fast (per-example trees in one batch)")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite replaces it: give one of them")
     if not args.use_gradient_accumulation:

@@ -3,23 +3,25 @@
     python prepare.py trie       --dataset mydata --model_name opt-6.7b         # prefix tree for the LM's tokenizer
     python prepare.py embeddings --dataset mydata --simcse_model minilm-l6      # training-mention embeddings
     python prepare.py clip       --dataset mydata --images path/to/images       # CLIP image features (resumable)
+    python prepare.py candidates --dataset mydata --num_candidates 10          # candidate entities per mention
     python prepare.py all        --dataset mydata --images path/to/images       # whatever the folder is missing
 
 Each step writes into the dataset folder (--data_dir/--dataset) exactly the file main.py and infe.py read, with
 the same defaults (params.DATASET_PRESETS), writes it atomically (temp file in the same folder + os.replace, so a
 crash never leaves a truncated file in place of a good one) and prints what it wrote. The steps themselves live in
-trees.py (prefix tree), retrieval.py (mention embeddings) and clip_features.py (CLIP features); this file is
-their command line.
+trees.py (prefix tree), retrieval.py (mention embeddings), clip_features.py (CLIP features) and candidates.py
+(candidate lists); this file is their command line.
 """
 import argparse
 import os
 import sys
 
+from candidates import build_candidates
 from clip_features import (DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS, extract_clip_features, list_image_folder,
                            missing_image_keys, read_image_list, report_split_coverage)
 from params import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET
 from retrieval import build_embeddings, default_embedding_path, stale_embeddings
-from trees import build_tree, find_matching_tree, load_tokenizer
+from trees import ENTITY_LIST, build_tree, find_matching_tree, load_tokenizer, read_entity_names
 from utils import DataError
 
 
@@ -109,7 +111,7 @@ def add_clip_flags(p):
 def build_parser():
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=fmt)
-    steps = parser.add_subparsers(dest="step", required=True, metavar="{trie,embeddings,clip,all}")
+    steps = parser.add_subparsers(dest="step", required=True, metavar="{trie,embeddings,clip,candidates,all}")
 
     p = steps.add_parser("trie", formatter_class=fmt,
                          help="prefix tree of the entity names for an LM's tokenizer")
@@ -125,6 +127,12 @@ def build_parser():
     add_common(p)
     add_clip_flags(p)
 
+    p = steps.add_parser("candidates", formatter_class=fmt,
+                         help="candidate entities per mention (sentence encoder + string similarity), recall@k")
+    add_common(p)
+    add_embedding_flags(p)
+    p.add_argument("--num_candidates", type=int, default=10, help="candidates kept per mention")
+
     p = steps.add_parser("all", formatter_class=fmt,
                          help="run the steps whose files the dataset folder is missing (or holds stale)")
     add_common(p)
@@ -135,7 +143,7 @@ def build_parser():
 
 
 def finalize(args, parser):
-    for name in ("embed_batch_size", "clip_batch_size", "min_image_size"):
+    for name in ("embed_batch_size", "clip_batch_size", "min_image_size", "num_candidates"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name} must be at least 1")
     if getattr(args, "num_workers", 0) < 0:
@@ -230,6 +238,13 @@ def main(argv=None):
         if args.images is None and args.image_list is None:
             parser.error("clip needs --images <folder> or --image_list <file>")
         run_clip(args, folder)
+    elif args.step == "candidates":
+        names_file = os.path.join(folder, ENTITY_LIST)
+        if not os.path.exists(names_file):
+            raise DataError(f"{names_file}: the knowledge base's entity names are needed (one per line)")
+        splits = [s for s in SPLITS if os.path.exists(os.path.join(folder, f"{s}.json"))]
+        build_candidates(folder, splits, read_entity_names(names_file), args.simcse_model, args.num_candidates,
+                         args.device, args.embed_batch_size, args.cache_dir)
     else:
         return run_all(args, folder)
     return 0

@@ -370,6 +370,10 @@ class PrefixTree:
         """Node reached from the root by the leading EOS (the answer's first state)."""
         return self._start
 
+    def start_states(self, batch_size: int) -> np.ndarray:
+        """Each example's first state (the same for all: candidates.CandidateTrees gives each its own)."""
+        return np.full(batch_size, self._start, dtype=np.int64)
+
     def allowed(self, state: int) -> np.ndarray:
         """Sorted int64 token ids that may follow `state`; empty for a leaf or -1."""
         state = int(state)

@@ -1,0 +1,156 @@
+"""Candidate entities per mention: the file format, building it from the knowledge base, recall@k, and the
+per-example constraint that lets generation choose only among an example's own candidates.
+
+File: `<dataset folder>/candidates.<split>.jsonl`, one JSON object per non-NIL line of `<split>.json`:
+    {"line": 12, "mention": "Jordan", "candidates": ["Jordan", "Michael Jordan", ...], "scores": [0.91, ...]}
+`line` is the line number in the split file (NIL lines keep their numbers, so the two files never drift apart);
+candidates are entity names, best first. The gold entity may be missing: that is a retriever's miss, counted by
+recall@k, and the example can then not be linked correctly (unless --candidates_with_gold, an oracle setting).
+"""
+import json
+import os
+
+import numpy as np
+
+from trie import MAX_TOKEN_ID, PrefixTree
+from utils import DataError
+
+RECALL_AT = (1, 5, 10, 20, 50, 100)
+
+
+def candidates_path(dataset_dir, split):
+    return os.path.join(dataset_dir, f"candidates.{split}.jsonl")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_candidates(path, examples):
+    """{split line: [names, best first]} for every example of the split, checked line by line."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: candidate file not found. Build it with `python prepare.py candidates --dataset "
+                        f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}`, or drop --use_candidates")
+    found = {}
+    with open(path, encoding="utf-8") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+            names = row.get("candidates") if isinstance(row, dict) else None
+            if not isinstance(row, dict) or not isinstance(row.get("line"), int) or not isinstance(names, list) \
+                    or not names or not all(isinstance(n, str) and n for n in names):
+                raise DataError(f"{path}, line {number}: expected {{\"line\": <split line number>, \"candidates\": "
+                                f"[non-empty entity names]}}")
+            found[row["line"]] = names
+    missing = [ex["line"] for ex in examples if ex["line"] not in found]
+    if missing:
+        raise DataError(f"{path}: no candidates for {len(missing)} example(s) of the split, e.g. its line "
+                        f"{missing[0]}; rebuild it with `python prepare.py candidates`")
+    return {ex["line"]: found[ex["line"]] for ex in examples}
+
+
+def with_gold(candidates, examples):
+    """The oracle setting: each example's gold name added at the end of its list when the retriever missed it."""
+    return {ex["line"]: candidates[ex["line"]] + ([ex["target"]] if ex["target"] not in candidates[ex["line"]]
+                                                  else []) for ex in examples}
+
+
+def recall_at(candidates, examples, ks=RECALL_AT):
+    """{k: % of examples whose gold name is among their first k candidates}."""
+    ranks = [candidates[ex["line"]].index(ex["target"]) + 1 if ex["target"] in candidates[ex["line"]] else None
+             for ex in examples]
+    n = max(len(examples), 1)
+    return {k: 100.0 * sum(r is not None and r <= k for r in ranks) / n for k in ks}
+
+
+# ----------------------------------------------------------------------------- the per-example constraint
+
+class CandidateTrees:
+    """The prefix trees of a batch's candidate lists, stored as one PrefixTree.
+
+    Example i's names are stored as [EOS, VIRTUAL - i] + name + [EOS]: decoding starts example i past its virtual
+    token, so the allowed tokens at every step come from its own candidates only, while all examples still decode
+    together in the batched fast path. Virtual tokens lie beyond every vocabulary and are never offered.
+    """
+
+    def __init__(self, token_lists, eos_token_id):
+        """token_lists: per example, the token ids of each candidate name (as targets are tokenized)."""
+        sequences = [[eos_token_id, MAX_TOKEN_ID - i, *tokens, eos_token_id]
+                     for i, names in enumerate(token_lists) for tokens in names]
+        self.tree = PrefixTree.from_sequences(sequences, eos_token_id)
+        self.eos_token_id = eos_token_id
+        self._starts = self.tree.advance(np.full(len(token_lists), self.tree.start_state(), dtype=np.int64),
+                                         MAX_TOKEN_ID - np.arange(len(token_lists), dtype=np.int64))
+
+    def start_states(self, batch_size):
+        if batch_size != len(self._starts):
+            raise ValueError(f"CandidateTrees holds {len(self._starts)} examples, not {batch_size}")
+        return self._starts.copy()
+
+    def advance(self, states, tokens):
+        return self.tree.advance(states, tokens)
+
+    def allowed_indices(self, states):
+        return self.tree.allowed_indices(states)
+
+
+# ----------------------------------------------------------------------------- building (prepare.py candidates)
+
+def trigrams(text):
+    text = f"  {text.lower()} "
+    return {text[i:i + 3] for i in range(len(text) - 2)}
+
+
+def string_similarity(a, b):
+    """Jaccard similarity of character trigrams: 1 for equal strings (case aside), high for shared words."""
+    x, y = trigrams(a), trigrams(b)
+    return len(x & y) / max(len(x | y), 1)
+
+
+def rank_candidates(mention_vectors, mentions, name_vectors, names, k, shortlist=100):
+    """Per mention the k best names and scores: the encoder's `shortlist` most similar names (cosine) plus names
+    equal to the mention (case aside), reranked by cosine + trigram similarity of the strings."""
+    def unit(m):
+        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+    cosine = unit(np.asarray(mention_vectors, np.float32)) @ unit(np.asarray(name_vectors, np.float32)).T  # (M, N)
+    shortlist = min(shortlist, len(names))
+    exact = {}
+    for index, name in enumerate(names):
+        exact.setdefault(name.lower(), []).append(index)
+    ranked = []
+    for row, mention in enumerate(mentions):
+        pool = set(np.argpartition(-cosine[row], shortlist - 1)[:shortlist].tolist())
+        pool.update(exact.get(mention.lower(), []))
+        scored = sorted(((float(cosine[row, i]) + string_similarity(mention, names[i]), i) for i in pool),
+                        key=lambda pair: (-pair[0], pair[1]))[:k]
+        ranked.append(([names[i] for _, i in scored], [round(score, 6) for score, _ in scored]))
+    return ranked
+
+
+def build_candidates(dataset_dir, splits, names, encoder_name, k, device=None, batch_size=128, cache_dir=None):
+    """Write candidates.<split>.jsonl for each split; returns {split: recall@k dict}."""
+    from fileio import write_jsonl
+    from loading import pick_device
+    from retrieval import MentionEncoder
+    from utils import load_split
+
+    encoder = MentionEncoder(encoder_name, device=str(pick_device(device)), cache_dir=cache_dir)
+    print(f"Embedding {len(names):,} entity names with {encoder_name}")
+    name_vectors = encoder.encode(names, batch_size=batch_size, progress=True)
+    recalls = {}
+    for split in splits:
+        examples = load_split(os.path.join(dataset_dir, f"{split}.json"))
+        mentions = [ex["mention"] for ex in examples]
+        ranked = rank_candidates(encoder.encode(mentions, batch_size=batch_size), mentions, name_vectors, names, k)
+        rows = [{"line": ex["line"], "mention": ex["mention"], "candidates": cands, "scores": scores}
+                for ex, (cands, scores) in zip(examples, ranked)]
+        path = candidates_path(dataset_dir, split)
+        write_jsonl(path, rows)
+        recalls[split] = recall_at({ex["line"]: r["candidates"] for ex, r in zip(examples, rows)}, examples,
+                                   [r for r in RECALL_AT if r <= k])
+        print(f"Wrote {path}: {k} candidates for each of {len(rows):,} mentions; recall "
+              + ", ".join(f"@{r} {v:.1f} %" for r, v in recalls[split].items()))
+    return recalls

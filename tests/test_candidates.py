@@ -1,0 +1,111 @@
+"""Candidate-constrained generation: each example chooses among its own candidates, in the same batched fast path."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import infe
+import main as train_script
+import prepare
+from candidates import CandidateTrees, rank_candidates, read_candidates, recall_at, with_gold
+from decoding import constrained_beam_search
+from test_decoding import NAMES, left_padded_prompts, make_tree, tiny_lm
+from utils import DataError
+
+EOS = 2
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_the_whole_kb_as_every_examples_candidates_equals_whole_kb_decoding(num_beams):
+    lm, tree = tiny_lm("opt", 1), make_tree(NAMES)
+    embeds, mask = left_padded_prompts([9, 4, 12, 7], 1)
+    whole = constrained_beam_search(lm, embeds, mask, tree, num_beams=num_beams, max_new_tokens=8)
+    per_example = constrained_beam_search(lm, embeds, mask, CandidateTrees([NAMES] * 4, EOS), num_beams=num_beams,
+                                          max_new_tokens=8)
+    assert per_example.tokens == whole.tokens and per_example.ranked == whole.ranked
+    np.testing.assert_array_equal(per_example.scores, whole.scores)
+
+
+def test_each_example_decodes_among_its_own_candidates_only():
+    lm, tree = tiny_lm("opt", 1), make_tree(NAMES)
+    embeds, mask = left_padded_prompts([9, 4, 12, 7], 1)
+    whole = constrained_beam_search(lm, embeds, mask, tree, num_beams=5, max_new_tokens=8)
+    # each example's candidates: two names it did not choose over the whole KB, plus (for examples 0 and 2) its choice
+    lists = []
+    for i, best in enumerate(whole.tokens):
+        others = [n for n in NAMES if n != best][i:i + 2]
+        lists.append(others + ([best] if i % 2 == 0 else []))
+    out = constrained_beam_search(lm, embeds, mask, CandidateTrees(lists, EOS), num_beams=5, max_new_tokens=8)
+    for i, (names, ranked) in enumerate(zip(lists, out.ranked)):
+        assert all(tokens in names for tokens, _ in ranked)
+        assert len(ranked) == len(names)  # every candidate finishes: fewer names than beams
+        if i % 2 == 0:
+            assert out.tokens[i] == whole.tokens[i]  # the whole-KB choice wins again when offered
+
+
+def test_candidate_file_is_checked_line_by_line(tmp_path):
+    examples = [{"line": 1, "target": "Paris"}, {"line": 3, "target": "Jordan"}]
+    path = tmp_path / "candidates.dev.jsonl"
+    path.write_text(json.dumps({"line": 1, "candidates": ["Paris", "Paris Hilton"]}) + "\n")
+    with pytest.raises(DataError, match="line 3"):
+        read_candidates(str(path), examples)
+    path.write_text(json.dumps({"line": 1, "candidates": []}) + "\n")
+    with pytest.raises(DataError, match=r"candidates.dev.jsonl, line 1"):
+        read_candidates(str(path), examples)
+    path.write_text("".join(json.dumps({"line": n, "candidates": c}) + "\n"
+                            for n, c in ((1, ["Paris Hilton", "Paris"]), (3, ["Jordan River"]))))
+    candidates = read_candidates(str(path), examples)
+    assert recall_at(candidates, examples, (1, 2)) == {1: 0.0, 2: 50.0}
+    assert with_gold(candidates, examples)[3] == ["Jordan River", "Jordan"]
+    assert with_gold(candidates, examples)[1] == ["Paris Hilton", "Paris"]
+
+
+def test_ranking_keeps_exact_names_and_uses_string_similarity():
+    names = ["Paris", "Paris Hilton", "Jordan", "Michael Jordan", "Liverpool F.C."]
+    vectors = np.eye(5, dtype=np.float32)
+    # the encoder thinks "Jordan" is closest to "Liverpool F.C."; the string match must still rank "Jordan" first
+    ranked = rank_candidates(vectors[[4]], ["Jordan"], vectors, names, k=3, shortlist=1)
+    assert ranked[0][0][0] == "Jordan" and "Liverpool F.C." in ranked[0][0]
+
+
+@pytest.fixture(scope="module")
+def candidate_run(tmp_path_factory, tiny_dataset, tiny_opt_dir):
+    root = tmp_path_factory.mktemp("cands")
+    shutil.copytree(tiny_dataset["folder"], root / "data" / "tiny")
+    assert prepare.main(["candidates", "--data_dir", str(root / "data"), "--dataset", "tiny",
+                         "--simcse_model", tiny_dataset["simcse_model"], "--num_candidates", "3"]) == 0
+    common = ["--data_dir", str(root / "data"), "--dataset", "tiny", "--model_name", tiny_opt_dir,
+              "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
+              "--ckpt_dir", str(root / "ckpt"), "--log_dir", str(root / "log"), "--ICL_examples_num", "2",
+              "--max_new_tokens", "8"]
+    train_script.main(common + ["--train_epoch", "0", "--no-do_test"])
+    return root, common
+
+
+def test_infe_with_candidates_predicts_only_candidates(candidate_run, tmp_path):
+    root, common = candidate_run
+    folder = root / "data" / "tiny"
+    lists = {json.loads(line)["line"]: json.loads(line)["candidates"] for line in open(folder / "candidates.dev.jsonl")}
+    assert all(len(c) == 3 for c in lists.values())
+    out = tmp_path / "cands.jsonl"
+    infe.main(common + ["--split", "dev", "--use_candidates", "--predictions_file", str(out)])
+    for row in map(json.loads, open(out)):
+        assert row["prediction"] in lists[row["line"]]
+        assert all(h["name"] in lists[row["line"]] for h in row["ranked"])
+
+
+def test_infe_with_the_whole_kb_as_candidates_equals_whole_kb(candidate_run, tmp_path):
+    root, common = candidate_run
+    folder = root / "data" / "tiny"
+    names = [n for n in open(folder / "entities.txt", encoding="utf-8").read().split("\n") if n]
+    rows = [json.loads(line) for line in open(folder / "candidates.dev.jsonl")]
+    with open(folder / "candidates.dev.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({"line": row["line"], "candidates": names}) + "\n")
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("kb", "candidates")}
+    infe.main(common + ["--split", "dev", "--predictions_file", str(paths["kb"])])
+    infe.main(common + ["--split", "dev", "--use_candidates", "--predictions_file", str(paths["candidates"])])
+    kb, cands = ([json.loads(line) for line in open(p)] for p in paths.values())
+    assert [r["ranked"] for r in kb] == [r["ranked"] for r in cands]

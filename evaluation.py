@@ -35,26 +35,33 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(exp, split, settings):
-    """Decode experiment.Split `split`, one record per example (ranked names with scores), and summarise it."""
+def decode(exp, split, settings):
+    """Yield (example indices, per example [(name, score), ...] best first) batch by batch, with progress.
+
+    Batches are length-bucketed (longest first) so that little compute goes to padding.
+    """
     model, builder = exp.model, exp.builder
     model.eval()
-    start = time.perf_counter()
     lengths = [builder.prompt_length(ex, d) for ex, d in zip(split.examples, split.demos)]
-    batches = length_bucketed_batches(lengths, settings.batch_size, shuffle=False)
-    records = [None] * len(split.examples)
-    hits = done = 0
-    bar = tqdm(batches, desc=f"eval {split.name}", unit="batch")
-    for batch_idx in bar:
+    for batch_idx in tqdm(length_bucketed_batches(lengths, settings.batch_size, shuffle=False),
+                          desc=f"decode {split.name}", unit="batch"):
         exs = [split.examples[i] for i in batch_idx]
         batch = builder.collate(exs, [split.demos[i] for i in batch_idx], split.images[batch_idx], training=False)
         out = model.generate(batch, _tree_for(exp, split, exs), settings.num_beams, settings.max_new_tokens,
                              settings.decoding, settings.options)
-        for i, ex, ranked in zip(batch_idx, exs, _decode_ranked(exp.tokenizer, out.ranked)):
-            records[i] = _record(ex, ranked, split.demos[i], split.name)
-            hits += records[i]["correct"]
-        done += len(batch_idx)
-        bar.set_postfix(acc=f"{100.0 * hits / done:.2f}%")
+        ranked = _decode_ranked(exp.tokenizer, out.ranked)
+        for ex, hypotheses in zip(exs, ranked):
+            _check_finite(ex, hypotheses, split.name)
+        yield batch_idx, ranked
+
+
+def evaluate(exp, split, settings):
+    """Decode experiment.Split `split`, one record per example (ranked names with scores), and summarise it."""
+    start = time.perf_counter()
+    records = [None] * len(split.examples)
+    for batch_idx, ranked in decode(exp, split, settings):
+        for i, hypotheses in zip(batch_idx, ranked):
+            records[i] = _record(split.examples[i], hypotheses, split.demos[i])
     summary = summarize(records, settings.num_beams, time.perf_counter() - start)
     for r in records[:settings.show_examples]:
         print(f"  {'OK ' if r['correct'] else 'ERR'} mention={r['mention']!r} target={r['target']!r} "
@@ -82,11 +89,14 @@ def _decode_ranked(tokenizer, ranked):
     return [[(next(names), score) for _, score in hypotheses] for hypotheses in ranked]
 
 
-def _record(ex, ranked, demos, split_name):
-    for name, score in ranked:
+def _check_finite(ex, ranked, split_name):
+    for _, score in ranked:
         if not math.isfinite(score):
             raise DataError(f"line {ex['line']} of the {split_name} split: the LM's log-probabilities are "
                             f"{score} (a float16 overflow?); rerun with --dtype float32 or bfloat16")
+
+
+def _record(ex, ranked, demos):
     names = [name for name, _ in ranked]
     prediction, score = ranked[0]
     return {"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],

@@ -36,6 +36,21 @@ class Experiment:
     builder: PromptBuilder
     tree: object          # trie.PrefixTree, or decoding.Unconstrained with --no-use_prefix_tree
     splits: dict          # split name -> Split
+    demonstrations: object = None  # DemonstrationFinder: demonstrations for new queries (link.py)
+    args: object = None
+
+    def make_split(self, name, examples, images, candidates=None):
+        """A Split of `examples` (dicts with text, mention, target, line): demonstrations retrieved and fitted to
+        the LM's context, texts tokenized, candidates (split line -> names) tokenized."""
+        demos = self.demonstrations(examples, name) if self.demonstrations else [[] for _ in examples]
+        self.builder.prepare(examples)
+        demos = _fit_context(self.builder, examples, demos, self.model.lm, self.args, name)
+        split = Split(name, examples, demos, images, candidates)
+        if candidates:
+            self.builder.cache.add([n for names in candidates.values() for n in names])
+        elif self.args.use_prefix_tree and any(ex["target"] for ex in examples):
+            report_unreachable_names(self.builder, self.tree, split)
+        return split
 
 
 def run_script(body, args):
@@ -86,20 +101,13 @@ def load_experiment(args, split_names):
         keep_freed_memory_for_reuse()
     lm = load_lm(args.model_name, pick_dtype(args.dtype, device), device, args.cache_dir)
     model = GEMEL(lm, args.dim_clip, args.visual_prefix_length)
-    demos = _demonstrations(args, train, train_emb, examples, device)
-
+    finder = DemonstrationFinder(args, train, train_emb, device) if args.ICL_examples_num > 0 else None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = PromptBuilder(tokenizer, train, features_of(train), args.visual_prefix_length, pad)
-    splits = {}
+    exp = Experiment(model, tokenizer, builder, tree, {}, finder, args)
     for name in split_names:
-        builder.prepare(examples[name])
-        demos[name] = _fit_context(builder, examples[name], demos[name], lm, args, name)
-        splits[name] = Split(name, examples[name], demos[name], features_of(examples[name]), candidates[name])
-        if candidates[name]:
-            builder.cache.add([n for names in candidates[name].values() for n in names])
-        elif args.use_prefix_tree:
-            report_unreachable_names(builder, tree, splits[name])
-    return Experiment(model, tokenizer, builder, tree, splits)
+        exp.splits[name] = exp.make_split(name, examples[name], features_of(examples[name]), candidates[name])
+    return exp
 
 
 def _candidates(args, split_name, examples):
@@ -125,29 +133,30 @@ def _image_features(args, train, examples):
     return lambda exs: feats[[row_of[image_key(ex)] for ex in exs]]
 
 
-def _demonstrations(args, train, train_emb, examples, device):
-    """Per split, per example: the training indices of its demonstrations, least similar first."""
-    demos = {name: [[] for _ in split_examples] for name, split_examples in examples.items()}
-    if args.ICL_examples_num == 0:
-        return demos
-    retriever = DemonstrationRetriever(train_emb, train)
-    encoder = MentionEncoder(args.simcse_model, device=device, cache_dir=args.cache_dir)
-    if encoder.model.config.hidden_size != train_emb.shape[1]:
-        raise DataError(f"{args.ment_embed_file}: rows have dimension {train_emb.shape[1]} but "
-                        f"{args.simcse_model!r} embeds into {encoder.model.config.hidden_size}; build the "
-                        f"file with this encoder: `python prepare.py embeddings --dataset {args.dataset} "
-                        f"--simcse_model {args.simcse_model}`")
-    for name, split_examples in examples.items():
-        queries = encoder.encode([ex["mention"] for ex in split_examples], progress=True)
-        demos[name] = retriever.retrieve(queries, args.ICL_examples_num, queries=split_examples,
-                                         exclude_self=(name == "train"))
-        short = [ex["line"] for ex, d in zip(split_examples, demos[name]) if len(d) < args.ICL_examples_num]
+class DemonstrationFinder:
+    """Each query's demonstrations: training indices by mention similarity, least similar first (retrieval.py)."""
+
+    def __init__(self, args, train, train_emb, device):
+        self.args, self.train = args, train
+        self.retriever = DemonstrationRetriever(train_emb, train)
+        self.encoder = MentionEncoder(args.simcse_model, device=device, cache_dir=args.cache_dir)
+        if self.encoder.model.config.hidden_size != train_emb.shape[1]:
+            raise DataError(f"{args.ment_embed_file}: rows have dimension {train_emb.shape[1]} but "
+                            f"{args.simcse_model!r} embeds into {self.encoder.model.config.hidden_size}; build the "
+                            f"file with this encoder: `python prepare.py embeddings --dataset {args.dataset} "
+                            f"--simcse_model {args.simcse_model}`")
+
+    def __call__(self, examples, split_name):
+        """A training query (split "train") never gets itself: examples with its mention and text are skipped."""
+        n = self.args.ICL_examples_num
+        queries = self.encoder.encode([ex["mention"] for ex in examples], progress=True)
+        demos = self.retriever.retrieve(queries, n, queries=examples, exclude_self=(split_name == "train"))
+        short = [ex["line"] for ex, d in zip(examples, demos) if len(d) < n]
         if short:
-            raise DataError(f"{args.data_file['train']}: too few other training examples for "
-                            f"--ICL_examples_num {args.ICL_examples_num} demonstrations of {len(short)} {name} "
-                            f"example(s) (e.g. line {short[0]}; a training example's own mention and text are "
-                            f"skipped); ask for fewer")
-    return demos
+            raise DataError(f"{self.args.data_file['train']}: too few other training examples for "
+                            f"--ICL_examples_num {n} demonstrations of {len(short)} {split_name} example(s) (e.g. "
+                            f"line {short[0]}; a training example's own mention and text are skipped); ask for fewer")
+        return demos
 
 
 def _fit_context(builder, examples, demos, lm, args, split_name):

@@ -1,0 +1,180 @@
+"""Link new text: ranked entity names for mentions nobody has labelled, with a trained GEMEL checkpoint.
+
+    python link.py --text "Jordan scored 40 points against the Knicks." --mention Jordan
+    python link.py --text "..." --mention_span 0 6 --image_key test/3.jpg        # a feature of the dataset's HDF5
+    python link.py --text "..." --mention Jordan --image photo.jpg               # CLIP feature computed now
+    python link.py --input mentions.jsonl --output linked.jsonl
+
+The LM, the projector, the demonstrations and the prefix tree are loaded once (the same flags as infe.py choose
+them), then every mention is linked in length-bucketed batches like evaluation. Input lines are JSON objects with
+`text` and either `mention` (a substring of the text) or `mention_span` ([start, end) character offsets), and
+optionally `image` (an image file path, relative to the input file), `image_key` (a key of the dataset's feature
+file), `candidates` (names to choose among; all lines or none) and any other fields, which are copied to the output.
+An example without an image gets the all-zero image feature, so its visual prefix is the projector's bias: the
+same for every image-less example, and what the projector learnt to add when it sees no visual evidence.
+Output lines (in input order, written atomically) add `mention` and `entities`: [{"name", "score"}, ...], best first.
+"""
+import json
+import os
+
+import numpy as np
+from transformers import set_seed
+
+import fileio
+import params
+from evaluation import EvalSettings, decode
+from experiment import checkpoint_path, load_experiment, run_script
+from model import load_checkpoint, read_checkpoint
+from runs import check_checkpoint_config
+from utils import DataError, load_image_features
+
+
+def add_link_flags(parser):
+    g = parser.add_argument_group("linking")
+    g.add_argument("--text", default=None, help="the text of one mention to link")
+    g.add_argument("--mention", default=None, help="the mention: a substring of --text")
+    g.add_argument("--mention_span", type=int, nargs=2, default=None, metavar=("START", "END"),
+                   help="the mention as [START, END) character offsets into --text")
+    g.add_argument("--image", default=None, help="an image file; its feature is computed with --clip_model")
+    g.add_argument("--image_key", default=None, help="a key of the dataset's image feature file (--img_feat)")
+    g.add_argument("--input", default=None, help="JSON lines to link (see the module docstring for the fields)")
+    g.add_argument("--output", default=None, help="JSON lines of linked mentions (default: <input>.linked.jsonl)")
+    g.add_argument("--top_k", type=int, default=None, help="entities kept per mention (default: --num_beams)")
+    g.add_argument("--clip_model", default="openai/clip-vit-large-patch14",
+                   help="CLIP model for --image / `image` fields (as `prepare.py clip`)")
+
+
+# ----------------------------------------------------------------------------- reading the input
+
+def read_inputs(args):
+    """(rows as given, source name for messages, folder that relative image paths start from)."""
+    if args.input is None:
+        if args.text is None or (args.mention is None) == (args.mention_span is None):
+            raise DataError("give --text with --mention or --mention_span, or --input <JSON lines file>")
+        row = {"text": args.text}
+        for key in ("mention", "mention_span", "image", "image_key"):
+            if getattr(args, key) is not None:
+                row[key] = getattr(args, key)
+        return [row], "the command line", os.getcwd()
+    if not os.path.exists(args.input):
+        raise DataError(f"--input {args.input}: file not found")
+    rows = []
+    with open(args.input, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{args.input}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{args.input}, line {number}: expected a JSON object")
+            rows.append({**row, "_line": number})
+    if not rows:
+        raise DataError(f"--input {args.input}: no lines to link")
+    return rows, args.input, os.path.dirname(os.path.abspath(args.input))
+
+
+def to_example(row, index, where):
+    """The example dict the prompt builder reads: text, mention, an empty target, and a line number."""
+    at = f"{where}, line {row.get('_line', index + 1)}" if row.get("_line") else where
+    text = row.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{at}: `text` must be a non-empty string")
+    if "mention_span" in row:
+        span = row["mention_span"]
+        if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)
+                and 0 <= span[0] < span[1] <= len(text)):
+            raise DataError(f"{at}: `mention_span` must be [start, end) with 0 <= start < end <= {len(text)} "
+                            f"(the text's length), got {span!r}")
+        mention = text[span[0]:span[1]]
+    else:
+        mention = row.get("mention")
+        if not isinstance(mention, str) or not mention.strip():
+            raise DataError(f"{at}: give `mention` (a substring of the text) or `mention_span`")
+        if mention not in text:
+            raise DataError(f"{at}: the mention {mention!r} does not occur in the text; give `mention_span` "
+                            f"to point at it")
+    candidates = row.get("candidates")
+    if candidates is not None and not (isinstance(candidates, list) and candidates
+                                       and all(isinstance(c, str) and c for c in candidates)):
+        raise DataError(f"{at}: `candidates` must be a non-empty list of entity names")
+    return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates}
+
+
+def image_features(rows, args, base):
+    """(N, dim_clip) features: from the dataset's feature file, computed from image files, or zeros."""
+    features = np.zeros((len(rows), args.dim_clip), dtype=np.float32)
+    keyed = [i for i, row in enumerate(rows) if row.get("image_key") is not None]
+    if keyed:
+        features[keyed] = load_image_features(args.img_feat, [str(rows[i]["image_key"]) for i in keyed],
+                                              args.dim_clip)
+    files = [i for i, row in enumerate(rows) if row.get("image") is not None and row.get("image_key") is None]
+    if files:
+        from clip_features import ClipEncoder, load_image
+        from loading import pick_device
+
+        encoder = ClipEncoder(args.clip_model, pick_device(args.device))
+        if encoder.dim != args.dim_clip:
+            raise DataError(f"--clip_model {args.clip_model} gives {encoder.dim}-d features, the projector takes "
+                            f"--dim_clip {args.dim_clip}; use the CLIP model the features were made with")
+        for i in files:
+            path = rows[i]["image"] if os.path.isabs(rows[i]["image"]) else os.path.join(base, rows[i]["image"])
+            image, problem = load_image(path, 1)
+            if image is None:
+                raise DataError(f"{path}: cannot use this image ({problem[0]}: {problem[1]})")
+            features[i] = encoder.encode_image(image)
+    return features
+
+
+# ----------------------------------------------------------------------------- linking
+
+def run(args):
+    set_seed(args.random_seed)
+    rows, where, base = read_inputs(args)
+    examples = [to_example(row, i, where) for i, row in enumerate(rows)]
+    with_candidates = [ex["candidates"] is not None for ex in examples]
+    if any(with_candidates) and not all(with_candidates):
+        raise DataError(f"{where}: `candidates` given on some lines only; give them on every line or on none")
+    output = None
+    if args.input is not None:
+        output = args.output or os.path.splitext(args.input)[0] + ".linked.jsonl"
+        if os.path.exists(output) and not args.overwrite:
+            raise DataError(f"{output}: exists; pass --overwrite to replace it, or --output <another file>")
+        fileio.check_writable(output, "--output")
+    ckpt = checkpoint_path(args)
+    check_checkpoint_config(ckpt, args)
+    state = read_checkpoint(ckpt)
+    images = image_features(rows, args, base)
+
+    exp = load_experiment(args, [])
+    load_checkpoint(exp.model, ckpt, state)
+    candidates = {ex["line"]: ex["candidates"] for ex in examples} if all(with_candidates) else None
+    split = exp.make_split("input", examples, images, candidates)
+    settings = EvalSettings.from_args(args, show_examples=0)
+    top_k = args.top_k or args.num_beams
+    linked = [None] * len(rows)
+    for batch_idx, ranked in decode(exp, split, settings):
+        for i, hypotheses in zip(batch_idx, ranked):
+            entities = [{"name": name, "score": score} for name, score in hypotheses[:top_k]]
+            linked[i] = {**{k: v for k, v in rows[i].items() if k != "_line"}, "mention": examples[i]["mention"],
+                         "entities": entities}
+    if output is not None:
+        fileio.write_jsonl(output, linked)
+        print(f"Linked {len(linked)} mentions: {output}")
+    else:
+        for row in linked:
+            print(json.dumps(row, ensure_ascii=False))
+    return linked
+
+
+def main(argv=None):
+    args = params.parse_args(argv, description="Link mentions of new text with a GEMEL checkpoint",
+                             extra=add_link_flags)
+    if args.top_k is not None and not 1 <= args.top_k <= args.num_beams:
+        raise SystemExit(f"error: --top_k must be between 1 and --num_beams ({args.num_beams})")
+    return run_script(run, args)
+
+
+if __name__ == "__main__":
+    main()

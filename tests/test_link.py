@@ -1,0 +1,77 @@
+"""link.py: ranked entities for unlabeled text, from the command line or a JSON-lines file."""
+import json
+
+import pytest
+
+import infe
+import link
+import main as train_script
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_dataset, tiny_opt_dir):
+    out = tmp_path_factory.mktemp("link")
+    common = ["--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny", "--model_name", tiny_opt_dir,
+              "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
+              "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", "2",
+              "--max_new_tokens", "8", "--num_beams", "3"]
+    train_script.main(common + ["--train_epoch", "0", "--no-do_test"])
+    return out, common, tiny_dataset
+
+
+def test_links_the_dev_split_as_infe_evaluates_it(trained, tmp_path):
+    """The same mentions, texts and image features give the same ranked names and scores as evaluation."""
+    out, common, data = trained
+    predictions = tmp_path / "dev.jsonl"
+    infe.main(common + ["--split", "dev", "--predictions_file", str(predictions)])
+    evaluated = [json.loads(line) for line in open(predictions)]
+    dev = [json.loads(line) for line in open(f"{data['folder']}/dev.json")]
+    dev = [row for row in dev if row["golden"] != "NIL"]
+    source = tmp_path / "mentions.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": row["text"], "mention": row["mention"],
+                                          "image_key": row["img_url"]}) + "\n" for i, row in enumerate(dev)))
+    linked = link.main(common + ["--input", str(source)])
+    assert [row["id"] for row in linked] == list(range(len(dev)))  # input order, extra fields kept
+    written = [json.loads(line) for line in open(tmp_path / "mentions.linked.jsonl")]
+    assert written == linked
+    for got, want in zip(linked, evaluated):
+        assert [e["name"] for e in got["entities"]] == [r["name"] for r in want["ranked"]]
+        assert [e["score"] for e in got["entities"]] == pytest.approx([r["score"] for r in want["ranked"]],
+                                                                      abs=1e-5)
+    message = pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value
+    assert "mentions.linked.jsonl" in str(message) and "--overwrite" in str(message)
+
+
+def test_one_mention_from_the_command_line(trained, capsys):
+    out, common, data = trained
+    names = set(open(f"{data['folder']}/entities.txt", encoding="utf-8").read().split("\n"))
+    text = "Jordan scored 40 points against the Knicks."
+    by_string = link.main(common + ["--text", text, "--mention", "Jordan", "--top_k", "2"])
+    by_span = link.main(common + ["--text", text, "--mention_span", "0", "6", "--top_k", "2"])
+    assert by_string[0]["entities"] == by_span[0]["entities"] and len(by_span[0]["entities"]) == 2
+    assert all(e["name"] in names for e in by_span[0]["entities"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert printed[-1]["mention"] == "Jordan" and printed[-1]["entities"] == by_span[0]["entities"]
+
+
+def test_candidates_on_every_line_constrain_the_answer(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Mercury orbits the Sun.", "mention": "Mercury",
+                                  "candidates": ["Freddie Mercury", "Queen (band)"]}) + "\n")
+    linked = link.main(common + ["--input", str(source)])
+    assert {e["name"] for e in linked[0]["entities"]} <= {"Freddie Mercury", "Queen (band)"}
+
+
+@pytest.mark.parametrize("line, expected", [
+    ({"text": "Paris is nice.", "mention": "Rome"}, "does not occur in the text"),
+    ({"text": "Paris is nice.", "mention_span": [3, 99]}, "mention_span"),
+    ({"mention": "Paris"}, "`text`"),
+    ({"text": "Paris is nice.", "mention": "Paris", "candidates": []}, "`candidates`"),
+])
+def test_bad_lines_are_named(trained, tmp_path, line, expected):
+    out, common, data = trained
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps({"text": "Jordan won.", "mention": "Jordan"}) + "\n" + json.dumps(line) + "\n")
+    message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
+    assert "bad.jsonl, line 2" in message and expected in message

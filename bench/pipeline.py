@@ -17,7 +17,14 @@ so that ratios are fair:
   python bench/pipeline.py                                # tiny OPT at 4 and 16 demonstrations, SmolLM2-135M demo
   python bench/pipeline.py --device cuda --gpu_model opt-1.3b   # adds a config-built OPT-1.3B (random weights)
 
-Prints a table and writes JSON to bench/results/pipeline.json (or --out).
+Prints a table and writes JSON to bench/results/pipeline.json (or --out): {command, quick, device, device_name,
+cpu_count, torch_threads, glibc_keeps_freed_memory, torch, transformers, repeats, memory_method, seconds_total,
+targets: [{config, target, value, met}], results: [per configuration {name, lm, demonstrations, dtype, device,
+attn_implementation, lm_parameters, repeats, eval_bs, train_bs, num_beams, max_new_tokens, prompt_tokens: {mean, min,
+max}, eval: {examples, seconds, samples_per_s (each {fast, straightforward}), speedup, agreement, agreeing, compared,
+disagreements: [{line, fast, straightforward}], fast_accuracy, predictions: {fast, straightforward}}, train: {examples,
+seconds, samples_per_s, speedup, loss_max_abs_diff_batch1}, memory: [{phase, path, batch_size, peak_added_mb}], and
+with --gpu_model / --profile also utilisation / profile}]}.
 
 Timing: both paths of a configuration run alternately (straightforward, fast, straightforward, ...) after an untimed
 warm-up each, and the best of --repeats passes is kept, so load from other processes hurts both alike. One torch thread
@@ -254,8 +261,8 @@ def fast_eval(model, builder, tokenizer, split, tree, eval_bs):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         settings = EvalSettings(num_beams=NUM_BEAMS, max_new_tokens=MAX_NEW_TOKENS, batch_size=eval_bs,
                                 show_examples=0)
-        _, records = evaluate(Experiment(model, tokenizer, builder, tree, {}), split, settings)
-    return [r["prediction"] for r in records]
+        result = evaluate(Experiment(model, tokenizer, builder, tree, {}), split, settings)
+    return [r["prediction"] for r in result.records]
 
 
 def fast_train(model, builder, split, train_bs, seed=0):
@@ -542,7 +549,8 @@ def run_config(config, data, args, device, workdir, tree_file):
         "agreement": agree / config.straight_dev, "agreeing": agree, "compared": config.straight_dev,
         "disagreements": [{"line": ex["line"], "fast": a, "straightforward": b}
                           for ex, a, b in zip(dev.examples, fast_preds, straight_preds) if a != b],
-        "fast_accuracy": 100.0 * sum(p == ex["target"] for p, ex in zip(fast_preds, dev.examples)) / config.dev}
+        "fast_accuracy": 100.0 * sum(p == ex["target"] for p, ex in zip(fast_preds, dev.examples)) / config.dev,
+        "predictions": {"fast": fast_preds, "straightforward": straight_preds}}
     print(f"   eval: fast {eval_sps['fast']:.2f}/s, straightforward {eval_sps['straightforward']:.2f}/s "
           f"(x{result['eval']['speedup']:.1f}), agreement {agree}/{config.straight_dev}", flush=True)
     if args.profile:

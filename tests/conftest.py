@@ -1,15 +1,24 @@
-"""Shared fixtures: a real tokenizer, a tiny random OPT built from a config, a small dataset folder."""
+"""Shared fixtures: a real tokenizer, a tiny random OPT built from a config, a small dataset folder.
+
+Every test session gets its own GEMEL_CACHE (a temporary folder), so nothing is written under the user's
+~/.cache/gemel; the repository root is put on sys.path so the suite runs from any working directory.
+"""
 import importlib.util
 import json
 import os
 import pickle
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from trie import genre_nested_dict  # noqa: F401 -- the GENRE/GEMEL reference tree the tests import from here
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # as pyproject.toml's pythonpath does, also when that is not read (-c, -p no:python_path)
+    sys.path.insert(0, REPO)
+
+from trie import genre_nested_dict  # noqa: E402,F401 -- the GENRE/GEMEL reference tree the tests import from here
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -53,6 +62,16 @@ def write_split(path, rows, split, nil_every=0):
                 nil = {"text": f"A local baker named Hans Obermeier opened shop {i}.", "mention": "Hans Obermeier",
                        "target": "NIL", "golden": "NIL", "img_url": f"{split}/nil{i}.jpg"}
                 f.write(json.dumps(nil) + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gemel_cache(tmp_path_factory):
+    """GEMEL_CACHE for the whole session: one temporary folder shared by all tests, so SmolLM2 is converted from its
+    GGUF (~15 s) at most once per session and never into the user's ~/.cache/gemel (loading.default_cache_root)."""
+    folder = tmp_path_factory.mktemp("gemel-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GEMEL_CACHE", str(folder))
+        yield str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from trie import MAX_TOKEN_ID, PrefixTree
-from utils import DataError
+from utils import NIL, DataError
 
 RECALL_AT = (1, 5, 10, 20, 50, 100)
 
@@ -54,11 +54,12 @@ def read_candidates(path, examples):
 def with_gold(candidates, examples):
     """The oracle setting: each example's gold name added at the end of its list when the retriever missed it."""
     return {ex["line"]: candidates[ex["line"]] + ([ex["target"]] if ex["target"] not in candidates[ex["line"]]
-                                                  else []) for ex in examples}
+                                                  and ex["target"] != NIL else []) for ex in examples}
 
 
 def recall_at(candidates, examples, ks=RECALL_AT):
-    """{k: % of examples whose gold name is among their first k candidates}."""
+    """{k: % of linked examples (NIL lines aside) whose gold name is among their first k candidates}."""
+    examples = [ex for ex in examples if ex["target"] != NIL]
     ranks = [candidates[ex["line"]].index(ex["target"]) + 1 if ex["target"] in candidates[ex["line"]] else None
              for ex in examples]
     n = max(len(examples), 1)
@@ -142,7 +143,7 @@ def build_candidates(dataset_dir, splits, names, encoder_name, k, device=None, b
     name_vectors = encoder.encode(names, batch_size=batch_size, progress=True)
     recalls = {}
     for split in splits:
-        examples = load_split(os.path.join(dataset_dir, f"{split}.json"))
+        examples = load_split(os.path.join(dataset_dir, f"{split}.json"), keep_nil=True)  # lists for NIL lines too
         mentions = [ex["mention"] for ex in examples]
         ranked = rank_candidates(encoder.encode(mentions, batch_size=batch_size), mentions, name_vectors, names, k)
         rows = [{"line": ex["line"], "mention": ex["mention"], "candidates": cands, "scores": scores}

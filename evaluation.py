@@ -1,14 +1,16 @@
 """Evaluation: decode a split with the prefix tree, score it (GEMEL's exact-match accuracy), one record per example."""
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from candidates import CandidateTrees
 from decoding import DecodingOptions
-from utils import DataError, length_bucketed_batches
+from utils import NIL, DataError, length_bucketed_batches
 
 
 @dataclass(frozen=True)
@@ -19,11 +21,13 @@ class EvalSettings:
     decoding: str = "fast"     # "fast" (decoding.constrained_beam_search) or "reference" (transformers' generate)
     options: DecodingOptions = field(default_factory=DecodingOptions)  # how the fast path runs
     show_examples: int = 2     # predictions printed after the run
+    nil_threshold: float | None = None  # predict NIL when the best score is below it (None: never, as GEMEL)
 
     @classmethod
     def from_args(cls, args, **overrides):
         settings = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, batch_size=args.eval_bs,
-                        decoding=args.decoding, options=DecodingOptions(share_prompt=args.share_prompt))
+                        decoding=args.decoding, options=DecodingOptions(share_prompt=args.share_prompt),
+                        nil_threshold=args.nil_threshold if isinstance(args.nil_threshold, float) else None)
         return cls(**{**settings, **overrides})
 
 
@@ -61,7 +65,7 @@ def evaluate(exp, split, settings):
     records = [None] * len(split.examples)
     for batch_idx, ranked in decode(exp, split, settings):
         for i, hypotheses in zip(batch_idx, ranked):
-            records[i] = _record(split.examples[i], hypotheses, split.demos[i])
+            records[i] = _record(split.examples[i], hypotheses, split.demos[i], settings.nil_threshold)
     summary = summarize(records, settings.num_beams, time.perf_counter() - start)
     for r in records[:settings.show_examples]:
         print(f"  {'OK ' if r['correct'] else 'ERR'} mention={r['mention']!r} target={r['target']!r} "
@@ -96,23 +100,68 @@ def _check_finite(ex, ranked, split_name):
                             f"{score} (a float16 overflow?); rerun with --dtype float32 or bfloat16")
 
 
-def _record(ex, ranked, demos):
+def _record(ex, ranked, demos, nil_threshold=None):
     names = [name for name, _ in ranked]
     prediction, score = ranked[0]
-    return {"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],
-            "prediction": prediction, "correct": prediction == ex["target"], "score": float(score),
-            "rank": names.index(ex["target"]) + 1 if ex["target"] in names else None,
-            "ranked": [{"name": name, "score": float(s)} for name, s in ranked],
-            "demonstrations": [int(d) for d in demos]}
+    record = {"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],
+              "prediction": prediction, "correct": prediction == ex["target"], "score": float(score),
+              "rank": names.index(ex["target"]) + 1 if ex["target"] in names else None,
+              "ranked": [{"name": name, "score": float(s)} for name, s in ranked],
+              "demonstrations": [int(d) for d in demos]}
+    return _with_nil(record, nil_threshold)
 
 
 def summarize(records, num_beams, seconds):
-    """Accuracy and Hits@k in %, MRR in [0, 1] (a gold name outside the ranked list counts 0), throughput."""
-    n = max(len(records), 1)
-    ranks = [r["rank"] for r in records]
+    """Accuracy and Hits@k in %, MRR in [0, 1] (a gold name outside the ranked list counts 0), throughput.
+
+    Hits@k and MRR are over the linked examples (a NIL line has no name to rank); with NIL lines or NIL
+    predictions, accuracy counts both, and NIL precision/recall and the linked examples' accuracy are added.
+    """
+    linked = [r for r in records if r["target"] != NIL]
+    n, m = max(len(records), 1), max(len(linked), 1)
+    ranks = [r["rank"] for r in linked]
     summary = {"accuracy": 100.0 * sum(r["correct"] for r in records) / n}
     for k in range(1, num_beams + 1):
-        summary[f"hits@{k}"] = 100.0 * sum(rank is not None and rank <= k for rank in ranks) / n
-    summary["mrr"] = sum(1.0 / rank for rank in ranks if rank is not None) / n
+        summary[f"hits@{k}"] = 100.0 * sum(rank is not None and rank <= k for rank in ranks) / m
+    summary["mrr"] = sum(1.0 / rank for rank in ranks if rank is not None) / m
+    predicted_nil = sum(r["prediction"] == NIL for r in records)
+    if predicted_nil or len(linked) < len(records):
+        true_nil = sum(r["prediction"] == NIL and r["target"] == NIL for r in records)
+        summary.update(linked_accuracy=100.0 * sum(r["correct"] for r in linked) / m,
+                       nil_precision=100.0 * true_nil / max(predicted_nil, 1),
+                       nil_recall=100.0 * true_nil / max(len(records) - len(linked), 1),
+                       nil_examples=len(records) - len(linked), nil_predicted=predicted_nil)
     summary.update(examples=len(records), seconds=seconds, examples_per_s=len(records) / max(seconds, 1e-9))
     return summary
+
+
+def choose_nil_threshold(records):
+    """The score threshold (predict NIL below it) that maximises accuracy on these records (a split evaluated
+    with its NIL lines and no threshold); among equal accuracies the lowest, i.e. the fewest NIL predictions."""
+    order = sorted(range(len(records)), key=lambda i: records[i]["score"])
+    scores = [records[i]["score"] for i in order]
+    is_nil = np.array([records[i]["target"] == NIL for i in order], dtype=np.int64)
+    linked_ok = np.array([records[i]["prediction"] == records[i]["target"] for i in order], dtype=np.int64)
+    # threshold before position j: the first j records (lowest scores) become NIL
+    correct = np.concatenate([[0], np.cumsum(is_nil)]) + np.concatenate([np.cumsum(linked_ok[::-1])[::-1], [0]])
+    cut = int(np.argmax(correct))  # first maximum: the fewest NIL predictions
+    if cut == 0:
+        return None  # predicting NIL never helps
+    if cut == len(scores):
+        return scores[-1] + 1.0
+    return (scores[cut - 1] + scores[cut]) / 2
+
+
+def nil_threshold_on_dev(exp, settings):
+    """Evaluate dev (with its NIL lines) without a threshold and choose one there; None when NIL never helps."""
+    dev = evaluate(exp, exp.splits["dev"], dataclasses.replace(settings, nil_threshold=None, show_examples=0))
+    threshold = choose_nil_threshold(dev.records)
+    chosen = dataclasses.replace(settings, nil_threshold=threshold)
+    accuracy = summarize([_with_nil(r, threshold) for r in dev.records], settings.num_beams, 0)["accuracy"]
+    print(f"NIL threshold chosen on dev: {threshold} (dev accuracy with NIL {dev.accuracy:.2f} % -> {accuracy:.2f} %)")
+    return chosen
+
+
+def _with_nil(record, threshold):
+    prediction = NIL if threshold is not None and record["score"] < threshold else record["prediction"]
+    return {**record, "prediction": prediction, "correct": prediction == record["target"]}

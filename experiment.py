@@ -17,7 +17,7 @@ from model import GEMEL
 from retrieval import DemonstrationRetriever, MentionEncoder, resolve_encoder
 from trees import load_prefix_tree
 from trie import TokenizerMismatchError
-from utils import DataError, PromptBuilder, image_key, load_image_features, load_mention_embeddings, load_split
+from utils import NIL, DataError, PromptBuilder, image_key, load_image_features, load_mention_embeddings, load_split
 
 
 @dataclass
@@ -77,7 +77,8 @@ def load_experiment(args, split_names):
     train = load_split(args.data_file["train"])
     if not train:
         raise DataError(f"{args.data_file['train']}: no non-NIL examples; demonstrations and training come from it")
-    examples = {name: train if name == "train" else load_split(args.data_file[name]) for name in split_names}
+    examples = {name: train if name == "train" else load_split(args.data_file[name], keep_nil=args.keep_nil)
+                for name in split_names}
     for name, split_examples in examples.items():
         if not split_examples:
             use = "select the best checkpoint on" if name == "dev" else "evaluate"
@@ -193,10 +194,11 @@ def _fit_context(builder, examples, demos, lm, args, split_name):
 def report_unreachable_names(builder, tree, split):
     """Say how many gold names the tree cannot produce: constrained decoding never predicts them."""
     eos = tree.eos_token_id
-    missing = [ex for ex in split.examples if [eos, *builder.cache[ex["target"]].tolist(), eos] not in tree]
+    linked = [ex for ex in split.examples if ex["target"] != NIL]
+    missing = [ex for ex in linked if [eos, *builder.cache[ex["target"]].tolist(), eos] not in tree]
     if missing:
         ceiling = 100.0 * (len(split.examples) - len(missing)) / len(split.examples)
-        print(f"Warning: {len(missing)} of {len(split.examples)} {split.name} gold names are not in the prefix tree, "
+        print(f"Warning: {len(missing)} of {len(linked)} {split.name} gold names are not in the prefix tree, "
               f"so decoding cannot produce them (accuracy ceiling {ceiling:.2f} %), e.g. {missing[0]['target']!r} "
               f"(line {missing[0]['line']}); add them to the entity list and rebuild the tree")
     return len(missing)

@@ -4,6 +4,7 @@
     python infe.py --dataset wikidiverse --model_name opt-6.7b \
         --best_ckpt opt-6.7b_wikidiverse_linear_4token_16examples_82_77.pkl
 """
+import dataclasses
 import os
 
 from transformers import set_seed
@@ -11,7 +12,7 @@ from transformers import set_seed
 import fileio
 import params
 import runs
-from evaluation import EvalSettings, evaluate
+from evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from experiment import checkpoint_path, load_experiment, run_script
 from model import load_checkpoint, read_checkpoint
 from utils import DataError
@@ -44,12 +45,21 @@ def run(args):
         raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
                         f"--predictions_file <another file>")
     fileio.check_writable(out, "--predictions_file")
-    exp = load_experiment(args, [args.split])
+    if args.nil_threshold == "checkpoint":
+        runs.stored_nil_threshold(ckpt)  # fail now if it is not there
+    exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if args.nil_threshold == "dev" else
+                                                   [args.split])))
     load_checkpoint(exp.model, ckpt, state)
     print(f"Loaded {ckpt}")
-    result = evaluate(exp, exp.splits[args.split], EvalSettings.from_args(args))
+    settings = EvalSettings.from_args(args)
+    if args.nil_threshold == "dev":
+        settings = nil_threshold_on_dev(exp, settings)
+    elif args.nil_threshold == "checkpoint":
+        settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
+    result = evaluate(exp, exp.splits[args.split], settings)
     fileio.write_jsonl(out, result.records)
-    fileio.write_json(summary_path(out), {"checkpoint": ckpt, "split": args.split, **result.summary})
+    fileio.write_json(summary_path(out), {"checkpoint": ckpt, "split": args.split,
+                                          "nil_threshold": settings.nil_threshold, **result.summary})
     print(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_path(out)}")
     return result.accuracy
 

@@ -12,7 +12,9 @@ optionally `image` (an image file path, relative to the input file), `image_key`
 file), `candidates` (names to choose among; all lines or none) and any other fields, which are copied to the output.
 An example without an image gets the all-zero image feature, so its visual prefix is the projector's bias: the
 same for every image-less example, and what the projector learnt to add when it sees no visual evidence.
-Output lines (in input order, written atomically) add `mention` and `entities`: [{"name", "score"}, ...], best first.
+Output lines (in input order, written atomically) add `mention` and `entities`: [{"name", "score"}, ...], best first,
+and with --nil_threshold (a number, or `checkpoint` for the one main.py chose on dev) `nil`: whether the best name's
+score is below it, i.e. the mention likely names no entity of the knowledge base.
 """
 import json
 import os
@@ -22,10 +24,10 @@ from transformers import set_seed
 
 import fileio
 import params
+import runs
 from evaluation import EvalSettings, decode
 from experiment import checkpoint_path, load_experiment, run_script
 from model import load_checkpoint, read_checkpoint
-from runs import check_checkpoint_config
 from utils import DataError, load_image_features
 
 
@@ -143,7 +145,11 @@ def run(args):
             raise DataError(f"{output}: exists; pass --overwrite to replace it, or --output <another file>")
         fileio.check_writable(output, "--output")
     ckpt = checkpoint_path(args)
-    check_checkpoint_config(ckpt, args)
+    runs.check_checkpoint_config(ckpt, args)
+    if args.nil_threshold == "dev":
+        raise DataError("link.py has no gold labels to choose a NIL threshold on: give a number or checkpoint")
+    if args.nil_threshold == "checkpoint":
+        runs.stored_nil_threshold(ckpt)  # fail now if it is not there
     state = read_checkpoint(ckpt)
     images = image_features(rows, args, base)
 
@@ -152,6 +158,7 @@ def run(args):
     candidates = {ex["line"]: ex["candidates"] for ex in examples} if all(with_candidates) else None
     split = exp.make_split("input", examples, images, candidates)
     settings = EvalSettings.from_args(args, show_examples=0)
+    threshold = runs.stored_nil_threshold(ckpt) if args.nil_threshold == "checkpoint" else settings.nil_threshold
     top_k = args.top_k or args.num_beams
     linked = [None] * len(rows)
     for batch_idx, ranked in decode(exp, split, settings):
@@ -159,6 +166,8 @@ def run(args):
             entities = [{"name": name, "score": score} for name, score in hypotheses[:top_k]]
             linked[i] = {**{k: v for k, v in rows[i].items() if k != "_line"}, "mention": examples[i]["mention"],
                          "entities": entities}
+            if threshold is not None:  # the NIL decision: no entity of the KB fits well enough
+                linked[i]["nil"] = entities[0]["score"] < threshold
     if output is not None:
         fileio.write_jsonl(output, linked)
         print(f"Linked {len(linked)} mentions: {output}")

@@ -16,7 +16,7 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 import fileio
 import params
 import runs
-from evaluation import EvalSettings, evaluate
+from evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from experiment import load_experiment, run_script
 from model import load_checkpoint, save_checkpoint
 from utils import DataError, length_bucketed_batches
@@ -156,10 +156,20 @@ def run(args):
     exp = load_experiment(args, splits)
     state, metrics = train(args, exp, files)
     result = {"best_dev_acc": state["best_acc"], "best_step": state["best_step"]}
+    settings = EvalSettings.from_args(args)
+    if args.nil_threshold == "checkpoint":
+        raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
+    if args.nil_threshold == "dev":  # chosen with the best checkpoint, stored in its config for infe.py
+        load_checkpoint(exp.model, files.checkpoint)
+        settings = nil_threshold_on_dev(exp, settings)
+        with open(files.config, encoding="utf-8") as f:
+            config = json.load(f)
+        fileio.write_json(files.config, {**config, "chosen_nil_threshold": settings.nil_threshold})
+        result["nil_threshold"] = settings.nil_threshold
     if args.do_test:
         load_checkpoint(exp.model, files.checkpoint)
         print(f"Testing the best checkpoint {files.checkpoint}")
-        test = evaluate(exp, exp.splits["test"], EvalSettings.from_args(args))
+        test = evaluate(exp, exp.splits["test"], settings)
         fileio.write_jsonl(files.test_predictions, test.records)
         metrics.append({"step": state["global_step"], "test_acc": test.accuracy,
                         **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},

@@ -130,6 +130,13 @@ def build_parser(description):
     g.add_argument("--candidates_with_gold", action=bool_flag, default=False,
                    help="with --use_candidates: add the gold name to a list that misses it (an oracle setting, as "
                         "DRIN's original code evaluates; not what linking new text gets)")
+    g.add_argument("--keep_nil", action=bool_flag, default=False,
+                   help="evaluate dev/test with their NIL lines (gold \"NIL\") instead of dropping them as GEMEL "
+                        "does; reports accuracy with NIL and NIL precision/recall")
+    g.add_argument("--nil_threshold", default=None,
+                   help="predict NIL when the best name's score is below this: a number, `dev` (chosen on the dev "
+                        "split with its NIL lines, maximising accuracy; main.py stores it in the checkpoint's config) "
+                        "or `checkpoint` (the value stored there). Default: never NIL, GEMEL's protocol")
     g.add_argument("--share_prompt", action=bool_flag, default=True,
                    help="fast decoding keeps one copy of each prompt's cache for all its beams; --no-share_prompt "
                         "copies it to every beam, for LMs whose attention does not go through transformers' "
@@ -178,6 +185,13 @@ def finalize(args, parser):
         parser.error("--candidates_with_gold needs --use_candidates")
     if args.use_candidates and args.decoding == "reference":
         parser.error("--use_candidates decodes with --decoding fast (per-example trees in one batch)")
+    if args.nil_threshold not in (None, "dev", "checkpoint"):
+        try:
+            args.nil_threshold = float(args.nil_threshold)
+        except ValueError:
+            parser.error(f"--nil_threshold must be a number, dev or checkpoint, got {args.nil_threshold!r}")
+    if args.nil_threshold == "dev" and not args.keep_nil:
+        parser.error("--nil_threshold dev chooses the threshold on dev's NIL lines: add --keep_nil")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite replaces it: give one of them")
     if not args.use_gradient_accumulation:

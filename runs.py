@@ -141,3 +141,16 @@ def check_checkpoint_config(checkpoint, args):
     if differ:
         raise DataError(f"{checkpoint}: trained with other settings than asked for: {'; '.join(differ)}. Pass the "
                         f"checkpoint's settings")
+
+
+def stored_nil_threshold(ckpt):
+    """The NIL threshold main.py --nil_threshold dev chose and stored in the checkpoint's config."""
+    config_file = os.path.splitext(ckpt)[0] + ".json"
+    config = {}
+    if os.path.exists(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    if "chosen_nil_threshold" not in config:
+        raise DataError(f"{config_file}: no NIL threshold stored; train with `python main.py --keep_nil "
+                        f"--nil_threshold dev`, or pass --nil_threshold dev / a number")
+    return config["chosen_nil_threshold"]

@@ -21,8 +21,9 @@ NIL = "NIL"
 
 # ----------------------------------------------------------------------------- reading the released files
 
-def load_split(path):
-    """Examples of one JSON-lines split with NIL mentions dropped (GEMEL drops them before anything else)."""
+def load_split(path, keep_nil=False):
+    """Examples of one JSON-lines split with NIL mentions dropped (GEMEL drops them before anything else), or kept
+    with target "NIL" (keep_nil: evaluation with a NIL decision)."""
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found. A dataset folder needs train.json, dev.json and test.json "
                         f"(JSON lines with fields {', '.join(REQUIRED_FIELDS)} and img_url or img_name).")
@@ -42,7 +43,9 @@ def load_split(path):
             if missing:
                 raise DataError(f"{path}, line {line_no}: missing field(s) {', '.join(missing)}.")
             if ex["golden"] == NIL:
-                continue
+                if not keep_nil:
+                    continue
+                ex["target"] = NIL
             if not any(k in ex for k in IMAGE_KEY_FIELDS):
                 raise DataError(f"{path}, line {line_no}: no image key; add 'img_url' or 'img_name'.")
             for field in STRING_FIELDS + ("img_name" if "img_name" in ex else "img_url",):  # as image_key reads

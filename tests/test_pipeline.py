@@ -132,10 +132,45 @@ def test_infe_reports_hits_at_k_and_mrr_from_the_ranked_names(run, tmp_path):
 def test_summary_of_known_ranks():
     from evaluation import summarize
 
-    records = [{"correct": True, "rank": 1}, {"correct": False, "rank": 3}, {"correct": False, "rank": None},
-               {"correct": False, "rank": 2}]
+    records = [{"correct": True, "rank": 1, "target": "A", "prediction": "A"},
+               {"correct": False, "rank": 3, "target": "B", "prediction": "C"},
+               {"correct": False, "rank": None, "target": "D", "prediction": "C"},
+               {"correct": False, "rank": 2, "target": "E", "prediction": "F"}]
     summary = summarize(records, num_beams=3, seconds=2.0)
     assert summary["accuracy"] == summary["hits@1"] == 25.0
     assert summary["hits@2"] == 50.0 and summary["hits@3"] == 75.0
     assert summary["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 4)
     assert summary["examples_per_s"] == 2.0
+
+
+def test_nil_threshold_chosen_on_dev_maximises_accuracy_with_nil(run, tmp_path):
+    """Dev with its NIL lines kept: the threshold chosen there gives at least the accuracy of never predicting NIL
+    and of predicting NIL everywhere; infe.py reports NIL precision/recall and the linked examples' accuracy."""
+    from evaluation import _with_nil, choose_nil_threshold, summarize
+
+    plain = tmp_path / "plain.jsonl"
+    infe.main(run["common"] + ["--split", "dev", "--keep_nil", "--predictions_file", str(plain)])
+    records = [json.loads(line) for line in open(plain)]
+    assert sum(r["target"] == "NIL" for r in records) == 2 and len(records) == 6  # dev.json's NIL lines kept
+    threshold = choose_nil_threshold(records)
+    best = summarize([_with_nil(r, threshold) for r in records], 5, 1)["accuracy"]
+    for other in (None, max(r["score"] for r in records) + 1):
+        assert best >= summarize([_with_nil(r, other) for r in records], 5, 1)["accuracy"]
+    chosen = tmp_path / "chosen.jsonl"
+    infe.main(run["common"] + ["--split", "dev", "--keep_nil", "--nil_threshold", "dev",
+                               "--predictions_file", str(chosen)])
+    summary = json.loads((tmp_path / "chosen.summary.json").read_text())
+    assert summary["nil_threshold"] == threshold and summary["accuracy"] == pytest.approx(best)
+    assert {"nil_precision", "nil_recall", "linked_accuracy"} <= set(summary) and summary["nil_examples"] == 2
+    rows = [json.loads(line) for line in open(chosen)]
+    assert all((r["prediction"] == "NIL") == (threshold is not None and r["score"] < threshold) for r in rows)
+
+
+def test_choose_nil_threshold_on_known_scores():
+    from evaluation import choose_nil_threshold
+
+    records = [{"score": -3, "target": "NIL", "prediction": "B"}, {"score": -2, "target": "C", "prediction": "D"},
+               {"score": -1, "target": "A", "prediction": "A"}, {"score": -0.5, "target": "E", "prediction": "E"}]
+    assert choose_nil_threshold(records) == -2.5  # NIL below it: 3 of 4 right (the lowest of two equal choices)
+    records[0]["target"] = "B"
+    assert choose_nil_threshold(records) is None  # no NIL line: predicting NIL never helps

@@ -7,13 +7,12 @@ File: `<dataset folder>/candidates.<split>.jsonl`, one JSON object per non-NIL l
 candidates are entity names, best first. The gold entity may be missing: that is a retriever's miss, counted by
 recall@k, and the example can then not be linked correctly (unless --candidates_with_gold, an oracle setting).
 """
-import json
 import os
 
 import numpy as np
 
 from trie import MAX_TOKEN_ID, PrefixTree
-from utils import NIL, DataError
+from utils import NIL, DataError, read_jsonl_objects
 
 RECALL_AT = (1, 5, 10, 20, 50, 100)
 
@@ -30,20 +29,13 @@ def read_candidates(path, examples):
         raise DataError(f"{path}: candidate file not found. Build it with `python prepare.py candidates --dataset "
                         f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}`, or drop --use_candidates")
     found = {}
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-            names = row.get("candidates") if isinstance(row, dict) else None
-            if not isinstance(row, dict) or not isinstance(row.get("line"), int) or not isinstance(names, list) \
-                    or not names or not all(isinstance(n, str) and n for n in names):
-                raise DataError(f"{path}, line {number}: expected {{\"line\": <split line number>, \"candidates\": "
-                                f"[non-empty entity names]}}")
-            found[row["line"]] = names
+    for number, row in read_jsonl_objects(path):
+        names = row.get("candidates")
+        if not isinstance(row.get("line"), int) or not isinstance(names, list) or not names \
+                or not all(isinstance(n, str) and n for n in names):
+            raise DataError(f"{path}, line {number}: expected {{\"line\": <split line number>, \"candidates\": "
+                            f"[non-empty entity names]}}")
+        found[row["line"]] = names
     missing = [ex["line"] for ex in examples if ex["line"] not in found]
     if missing:
         raise DataError(f"{path}: no candidates for {len(missing)} example(s) of the split, e.g. its line "

@@ -28,7 +28,7 @@ import runs
 from evaluation import EvalSettings, decode
 from experiment import checkpoint_path, load_experiment, run_script
 from model import load_checkpoint, read_checkpoint
-from utils import DataError, load_image_features
+from utils import DataError, load_image_features, read_jsonl_objects
 
 
 def add_link_flags(parser):
@@ -60,18 +60,7 @@ def read_inputs(args):
         return [row], "the command line", os.getcwd()
     if not os.path.exists(args.input):
         raise DataError(f"--input {args.input}: file not found")
-    rows = []
-    with open(args.input, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{args.input}, line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{args.input}, line {number}: expected a JSON object")
-            rows.append({**row, "_line": number})
+    rows = [{**row, "_line": number} for number, row in read_jsonl_objects(args.input)]
     if not rows:
         raise DataError(f"--input {args.input}: no lines to link")
     return rows, args.input, os.path.dirname(os.path.abspath(args.input))

@@ -28,33 +28,39 @@ def load_split(path, keep_nil=False):
         raise DataError(f"{path}: file not found. A dataset folder needs train.json, dev.json and test.json "
                         f"(JSON lines with fields {', '.join(REQUIRED_FIELDS)} and img_url or img_name).")
     examples = []
+    for line_no, ex in read_jsonl_objects(path):
+        missing = [k for k in REQUIRED_FIELDS if k not in ex]
+        if missing:
+            raise DataError(f"{path}, line {line_no}: missing field(s) {', '.join(missing)}.")
+        if ex["golden"] == NIL:
+            if not keep_nil:
+                continue
+            ex["target"] = NIL
+        if not any(k in ex for k in IMAGE_KEY_FIELDS):
+            raise DataError(f"{path}, line {line_no}: no image key; add 'img_url' or 'img_name'.")
+        for field in STRING_FIELDS + ("img_name" if "img_name" in ex else "img_url",):  # as image_key reads
+            if not isinstance(ex[field], str):
+                raise DataError(f"{path}, line {line_no}: field {field!r} is {json.dumps(ex[field])}, not a "
+                                f"string; write it as a JSON string (in double quotes).")
+        ex["line"] = line_no
+        examples.append(ex)
+    return examples
+
+
+def read_jsonl_objects(path):
+    """(line number, object) for each non-blank line of a JSON-lines file; a bad line is a DataError naming it."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                ex = json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg}). Each line must be one "
                                 f"JSON object.") from None
-            if not isinstance(ex, dict):
-                raise DataError(f"{path}, line {line_no}: expected a JSON object, got {type(ex).__name__}.")
-            missing = [k for k in REQUIRED_FIELDS if k not in ex]
-            if missing:
-                raise DataError(f"{path}, line {line_no}: missing field(s) {', '.join(missing)}.")
-            if ex["golden"] == NIL:
-                if not keep_nil:
-                    continue
-                ex["target"] = NIL
-            if not any(k in ex for k in IMAGE_KEY_FIELDS):
-                raise DataError(f"{path}, line {line_no}: no image key; add 'img_url' or 'img_name'.")
-            for field in STRING_FIELDS + ("img_name" if "img_name" in ex else "img_url",):  # as image_key reads
-                if not isinstance(ex[field], str):
-                    raise DataError(f"{path}, line {line_no}: field {field!r} is {json.dumps(ex[field])}, not a "
-                                    f"string; write it as a JSON string (in double quotes).")
-            ex["line"] = line_no
-            examples.append(ex)
-    return examples
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}.")
+            yield line_no, row
 
 
 def image_key(example):

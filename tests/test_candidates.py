@@ -1,6 +1,5 @@
 """Candidate-constrained generation: each example chooses among its own candidates, in the same batched fast path."""
 import json
-import os
 import shutil
 
 import numpy as np

@@ -5,7 +5,6 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
 import beam_cache
-import decoding
 from decoding import (FELL_OFF_TREE_SCORE, DecodingOptions, PrefixTreeLogitsProcessor, constrained_beam_search,
                       generate_reference, mask_to_tree)
 from trie import PrefixTree

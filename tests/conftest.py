@@ -144,3 +144,20 @@ def tiny_dataset(tmp_path_factory, minilm_dir):
         pickle.dump(emb, f)
     return {"data_dir": str(root), "dataset": "tiny", "folder": str(folder),
             "ment_embed_file": "minilm_train_mention_embeddings.pkl", "simcse_model": minilm_dir}
+
+
+def crash_at_evaluation(monkeypatch, script, argv, number=2):
+    """Run script.main(argv) with its `evaluate` interrupted at call `number`, as a kill -9 during training would."""
+    real = script.evaluate
+    calls = [0]
+
+    def crashing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == number:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(script, "evaluate", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(argv)
+    monkeypatch.setattr(script, "evaluate", real)

@@ -7,6 +7,7 @@ import torch
 
 import infe
 import main as train_script
+from conftest import crash_at_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +87,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_data
 
     train_script.main(args(tmp_path / "whole"))
 
-    calls = {"n": 0}
-    real_evaluate = train_script.evaluate
-
-    def crash_on_second_eval(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash at step 8")
-        return real_evaluate(*a, **k)
-
-    monkeypatch.setattr(train_script, "evaluate", crash_on_second_eval)
-    with pytest.raises(KeyboardInterrupt):
-        train_script.main(args(tmp_path / "crashed"))
-    monkeypatch.setattr(train_script, "evaluate", real_evaluate)
+    crash_at_evaluation(monkeypatch, train_script, args(tmp_path / "crashed"))
     state_name = "tiny-opt0_tiny_linear_4token_2examples.train_state.pt"
     assert torch.load(tmp_path / "crashed" / state_name, weights_only=True)["progress"]["global_step"] == 4
     train_script.main(args(tmp_path / "crashed") + ["--resume"])

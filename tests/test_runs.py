@@ -13,6 +13,7 @@ import torch
 import experiment
 import infe
 import main as train_script
+from conftest import crash_at_evaluation
 
 RUN = "tiny-opt0_tiny_linear_4token_2examples"
 
@@ -81,19 +82,7 @@ def test_resume_with_changed_flags_is_refused_with_the_differences(tmp_path, tin
                                                                    monkeypatch):
     common = flags(tiny_dataset, tiny_opt_dir, tmp_path, "--accum_iter", "2", "--do_eval_steps", "4",
                    "--no-do_test")
-    real_evaluate = train_script.evaluate
-    calls = {"n": 0}
-
-    def crash_on_second_eval(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real_evaluate(*a, **k)
-
-    monkeypatch.setattr(train_script, "evaluate", crash_on_second_eval)
-    with pytest.raises(KeyboardInterrupt):
-        train_script.main(common)
-    monkeypatch.setattr(train_script, "evaluate", real_evaluate)
+    crash_at_evaluation(monkeypatch, train_script, common)
     message = exits_with(common + ["--resume", "--lr", "5e-4", "--train_bs", "2"])
     assert f"{RUN}.train_state.pt" in message and "--lr 0.001 -> 0.0005" in message
     assert "--train_bs 1 -> 2" in message
@@ -130,20 +119,8 @@ def test_evaluation_inside_an_accumulation_window_resumes_exactly(tmp_path, tiny
 
     train_script.main(run_flags(tmp_path / "whole"))
     saved_steps = spy_on_saves(monkeypatch)
-    real_evaluate = train_script.evaluate
-    calls = {"n": 0}
-
-    def crash_on_second_eval(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash at step 12")
-        return real_evaluate(*a, **k)
-
-    monkeypatch.setattr(train_script, "evaluate", crash_on_second_eval)
-    with pytest.raises(KeyboardInterrupt):
-        train_script.main(run_flags(tmp_path / "crashed"))
+    crash_at_evaluation(monkeypatch, train_script, run_flags(tmp_path / "crashed"))  # at step 12
     assert saved_steps == [8]  # after the evaluation at step 6, at the optimizer step that closes its window
-    monkeypatch.setattr(train_script, "evaluate", real_evaluate)
     train_script.main(run_flags(tmp_path / "crashed") + ["--resume"])
 
     whole = torch.load(tmp_path / "whole" / "ckpt" / f"{RUN}.train_state.pt", weights_only=True)

@@ -5,6 +5,7 @@ import pytest
 
 import infe
 import link
+from test_prepare import tiny_clip_dir  # noqa: F401 -- the tiny CLIP fixture
 import main as train_script
 
 
@@ -75,3 +76,25 @@ def test_bad_lines_are_named(trained, tmp_path, line, expected):
     source.write_text(json.dumps({"text": "Jordan won.", "mention": "Jordan"}) + "\n" + json.dumps(line) + "\n")
     message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
     assert "bad.jsonl, line 2" in message and expected in message
+
+
+def test_an_image_file_gets_the_feature_prepare_clip_stores(tmp_path, tiny_clip_dir):
+    """link.py's on-the-fly CLIP feature of an image equals the one `prepare.py clip` writes for it."""
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    from clip_features import extract_clip_features
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
+    extract_clip_features([("photo.jpg", str(tmp_path / "photo.jpg"))], str(tmp_path / "f.hdf5"), tiny_clip_dir)
+    with h5py.File(tmp_path / "f.hdf5", "r") as h5:
+        stored = h5["photo.jpg"][()]
+    args = link.params.parse_args(["--data_dir", str(tmp_path.parent), "--dataset", tmp_path.name,
+                                   "--clip_model", tiny_clip_dir, "--dim_clip", str(stored.shape[-1])],
+                                  extra=link.add_link_flags)
+    rows = [{"text": "t", "mention": "t", "image": "photo.jpg"}, {"text": "t", "mention": "t"}]
+    features = link.image_features(rows, args, str(tmp_path))
+    np.testing.assert_allclose(features[0], stored.reshape(-1), rtol=0, atol=1e-5)
+    assert not features[1].any()  # no image: the all-zero feature

@@ -135,9 +135,13 @@ def check_checkpoint_config(checkpoint, args):
     except (OSError, ValueError) as error:
         raise DataError(f"{config_file}: cannot read the checkpoint's config ({error}); delete it to load the "
                         f"checkpoint without this check") from None
+    def same(key):  # an LM may be named by short name, hub id or folder: compare what names the checkpoint
+        if key == "model_name":
+            return params.model_tag(saved[key]) == params.model_tag(args.model_name)
+        return saved[key] == getattr(args, key)
+
     differ = [f"--{key} {saved[key]} (checkpoint) vs {getattr(args, key)} (now)"
-              for key in ("model_name", "visual_prefix_length", "dim_clip")
-              if key in saved and saved[key] != getattr(args, key)]
+              for key in ("model_name", "visual_prefix_length", "dim_clip") if key in saved and not same(key)]
     if differ:
         raise DataError(f"{checkpoint}: trained with other settings than asked for: {'; '.join(differ)}. Pass the "
                         f"checkpoint's settings")

@@ -55,8 +55,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 def build_parser(description):
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    bool_flag = argparse.BooleanOptionalAction
-
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="demo",
                    help="wikidiverse, wikimel, demo, or any folder name under --data_dir")
@@ -80,13 +78,14 @@ def build_parser(description):
     g.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
     g.add_argument("--max_new_tokens", type=int, default=32, help="max length of a generated name in tokens")
     g.add_argument("--num_beams", type=int, default=5, help="beam width of constrained beam search")
-    g.add_argument("--use_prefix_tree", action=bool_flag, default=True,
-                   help="constrain decoding to entity names of the prefix tree")
     g.add_argument("--visual_prefix_length", type=int, default=4, help="visual prefix tokens per image")
     g.add_argument("--dim_clip", type=int, default=1024, help="dimension of the image features")
     g.add_argument("--simcse_model", default=None,
                    help=f"sentence encoder for demonstration retrieval: a short name "
                         f"({', '.join(ENCODER_REGISTRY)}), a hub id, or a local directory")
+    add_switches(g, [
+        ("use_prefix_tree", True, "constrain decoding to entity names of the prefix tree"),
+    ])
 
     g = p.add_argument_group("training")
     g.add_argument("--train_bs", type=int, default=1, help="examples per micro-batch")
@@ -98,55 +97,60 @@ def build_parser(description):
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="share of optimizer steps spent warming up")
     g.add_argument("--max_norm", type=float, default=1.0, help="max norm of the gradients")
     g.add_argument("--adam_epsilon", type=float, default=1e-6, help="AdamW epsilon")
-    g.add_argument("--use_gradient_accumulation", action=bool_flag, default=True,
-                   help="accumulate gradients over --accum_iter micro-batches")
     g.add_argument("--accum_iter", type=int, default=None, help="micro-batches per optimizer step (default 16)")
     g.add_argument("--ICL_examples_num", type=int, default=None,
                    help="in-context demonstrations per example (default: 16, demo: 8)")
-    g.add_argument("--legacy_optimizer", action=bool_flag, default=False,
-                   help="reproduce the original's update: fp16 projector and AdamW state, schedule sized in "
-                        "micro-steps (use with --lr 1e-6 for the paper's training dynamics)")
-    g.add_argument("--resume", action=bool_flag, default=False,
-                   help="continue the run in --ckpt_dir from its last training state (refused if a flag that shapes "
-                        "the run changed)")
-    g.add_argument("--overwrite", action=bool_flag, default=False,
-                   help="replace the results of an earlier run with the same checkpoint name (main.py), or an "
-                        "existing predictions file (infe.py); without it they are never overwritten")
     g.add_argument("--save_steps", type=int, default=50,
                    help="save the training state every N optimizer steps (and at dev evaluations), so that "
                         "--resume after a crash loses at most N steps")
+    add_switches(g, [
+        ("use_gradient_accumulation", True, "accumulate gradients over --accum_iter micro-batches"),
+        ("legacy_optimizer", False, "reproduce the original's update: fp16 projector and AdamW state, schedule "
+                                    "sized in micro-steps (use with --lr 1e-6 for the paper's training dynamics)"),
+        ("resume", False, "continue the run in --ckpt_dir from its last training state (refused if a flag that "
+                          "shapes the run changed)"),
+        ("overwrite", False, "replace the results of an earlier run with the same checkpoint name (main.py), or an "
+                             "existing predictions file (infe.py); without it they are never overwritten"),
+    ])
 
     g = p.add_argument_group("evaluation")
-    g.add_argument("--do_eval", action=bool_flag, default=True, help="evaluate on dev during training")
     g.add_argument("--eval_bs", type=int, default=8, help="examples per generation batch")
     g.add_argument("--do_eval_steps", type=int, default=None, help="evaluate on dev every N micro-steps")
-    g.add_argument("--do_test", action=bool_flag, default=True, help="evaluate the best checkpoint on test")
     g.add_argument("--decoding", default="fast", choices=("fast", "reference"),
                    help="fast: prefill once, batched constrained beam search; reference: transformers' "
                         "generate() with a prefix-tree logits processor (slow, for checking)")
-    g.add_argument("--use_candidates", action=bool_flag, default=False,
-                   help="decode each example only among its own candidates (candidates.<split>.jsonl of the dataset "
-                        "folder, built by `prepare.py candidates`) instead of the whole knowledge base")
-    g.add_argument("--candidates_with_gold", action=bool_flag, default=False,
-                   help="with --use_candidates: add the gold name to a list that misses it (an oracle setting, as "
-                        "DRIN's original code evaluates; not what linking new text gets)")
-    g.add_argument("--keep_nil", action=bool_flag, default=False,
-                   help="evaluate dev/test with their NIL lines (gold \"NIL\") instead of dropping them as GEMEL "
-                        "does; reports accuracy with NIL and NIL precision/recall")
     g.add_argument("--nil_threshold", default=None,
                    help="predict NIL when the best name's score is below this: a number, `dev` (chosen on the dev "
                         "split with its NIL lines, maximising accuracy; main.py stores it in the checkpoint's config) "
                         "or `checkpoint` (the value stored there). Default: never NIL, GEMEL's protocol")
-    g.add_argument("--share_prompt", action=bool_flag, default=True,
-                   help="fast decoding keeps one copy of each prompt's cache for all its beams; --no-share_prompt "
-                        "copies it to every beam, for LMs whose attention does not go through transformers' "
-                        "attention interface (same results, more memory)")
     g.add_argument("--best_ckpt", default=None,
                    help="checkpoint to evaluate (infe.py); a file name in --ckpt_dir or a path "
                         "(default: the one main.py writes for these settings)")
     g.add_argument("--predictions_file", default=None,
                    help="JSONL of per-example predictions (default: next to the checkpoint)")
+    add_switches(g, [
+        ("do_eval", True, "evaluate on dev during training"),
+        ("do_test", True, "evaluate the best checkpoint on test"),
+        ("use_candidates", False, "decode each example only among its own candidates (candidates.<split>.jsonl of "
+                                  "the dataset folder, built by `prepare.py candidates`) instead of the whole "
+                                  "knowledge base"),
+        ("candidates_with_gold", False, "with --use_candidates: add the gold name to a list that misses it (an "
+                                        "oracle setting, as DRIN's original code evaluates; not what linking new "
+                                        "text gets)"),
+        ("keep_nil", False, "evaluate dev/test with their NIL lines (gold \"NIL\") instead of dropping them as GEMEL "
+                            "does; reports accuracy with NIL and NIL precision/recall"),
+        ("share_prompt", True, "fast decoding keeps one copy of each prompt's cache for all its beams; "
+                               "--no-share_prompt copies it to every beam, for LMs whose attention does not go "
+                               "through transformers' attention interface (same results, more memory)"),
+    ])
     return p
+
+
+def add_switches(group, switches):
+    """Boolean flags (name, default, help), each as --name / --no-name: they really parse (the original's type=bool
+    made "--do_eval False" true)."""
+    for name, default, help_text in switches:
+        group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
 
 
 def parse_args(argv=None, description="GEMEL", extra=None):

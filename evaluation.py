@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import distributed
 from candidates import CandidateTrees
 from decoding import DecodingOptions
 from utils import NIL, DataError, length_bucketed_batches
@@ -42,13 +43,14 @@ class Evaluation:
 def decode(exp, split, settings):
     """Yield (example indices, per example [(name, score), ...] best first) batch by batch, with progress.
 
-    Batches are length-bucketed (longest first) so that little compute goes to padding.
+    Batches are length-bucketed (longest first) so that little compute goes to padding. With N processes
+    (distributed.py) this process decodes every N-th batch: each batch is the one a single process decodes.
     """
     model, builder = exp.model, exp.builder
     model.eval()
     lengths = [builder.prompt_length(ex, d) for ex, d in zip(split.examples, split.demos)]
-    for batch_idx in tqdm(length_bucketed_batches(lengths, settings.batch_size, shuffle=False),
-                          desc=f"decode {split.name}", unit="batch"):
+    batches = distributed.shard(length_bucketed_batches(lengths, settings.batch_size, shuffle=False))
+    for batch_idx in tqdm(batches, desc=f"decode {split.name}", unit="batch", disable=not distributed.is_main()):
         exs = [split.examples[i] for i in batch_idx]
         batch = builder.collate(exs, [split.demos[i] for i in batch_idx], split.images[batch_idx], training=False)
         out = model.generate(batch, _tree_for(exp, split, exs), settings.num_beams, settings.max_new_tokens,
@@ -60,12 +62,17 @@ def decode(exp, split, settings):
 
 
 def evaluate(exp, split, settings):
-    """Decode experiment.Split `split`, one record per example (ranked names with scores), and summarise it."""
+    """Decode experiment.Split `split`, one record per example (ranked names with scores), and summarise it.
+
+    With N processes each decodes its share of the batches and every process gets all records, in order."""
     start = time.perf_counter()
-    records = [None] * len(split.examples)
-    for batch_idx, ranked in decode(exp, split, settings):
-        for i, hypotheses in zip(batch_idx, ranked):
-            records[i] = _record(split.examples[i], hypotheses, split.demos[i], settings.nil_threshold)
+
+    def records_here():  # (index, record) of the batches this process decodes: all of them in one process
+        for batch_idx, ranked in decode(exp, split, settings):
+            for i, hypotheses in zip(batch_idx, ranked):
+                yield i, _record(split.examples[i], hypotheses, split.demos[i], settings.nil_threshold)
+
+    records = distributed.gather_in_order(len(split.examples), records_here)
     summary = summarize(records, settings.num_beams, time.perf_counter() - start)
     for r in records[:settings.show_examples]:
         print(f"  {'OK ' if r['correct'] else 'ERR'} mention={r['mention']!r} target={r['target']!r} "

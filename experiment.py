@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import distributed
 import runs
 from candidates import candidates_path, read_candidates, recall_at, with_gold
 from decoding import Unconstrained
@@ -54,11 +55,18 @@ class Experiment:
 
 
 def run_script(body, args):
-    """Run a script's body: bad input ends it with one line naming the file and what to do, not a traceback."""
+    """Run a script's body: bad input ends it with one line naming the file and what to do, not a traceback.
+
+    With N processes (distributed.py) the main process prints that line and the others exit quietly with status 1:
+    they failed on the same input, or stopped because another process failed (distributed.Stopped)."""
     try:
         return body(args)
     except (DataError, TokenizerMismatchError) as error:
+        if not distributed.is_main():
+            raise SystemExit(1) from None
         raise SystemExit(f"error: {error}") from None
+    finally:
+        distributed.finish()
 
 
 def checkpoint_path(args):
@@ -72,7 +80,7 @@ def checkpoint_path(args):
 
 def load_experiment(args, split_names):
     """Everything evaluation and training need: data and tree checked first, then the LM, then demonstrations."""
-    device = pick_device(args.device)
+    device = distributed.local_device(pick_device(args.device))
     tokenizer = load_tokenizer(args.model_name, args.cache_dir)
     train = load_split(args.data_file["train"])
     if not train:
@@ -150,7 +158,7 @@ class DemonstrationFinder:
     def __call__(self, examples, split_name):
         """A training query (split "train") never gets itself: examples with its mention and text are skipped."""
         n = self.args.ICL_examples_num
-        queries = self.encoder.encode([ex["mention"] for ex in examples], progress=True)
+        queries = self.encoder.encode([ex["mention"] for ex in examples], progress=distributed.is_main())
         demos = self.retriever.retrieve(queries, n, queries=examples, exclude_self=(split_name == "train"))
         short = [ex["line"] for ex, d in zip(examples, demos) if len(d) < n]
         if short:

@@ -3,12 +3,14 @@
     python infe.py                                   # the demo checkpoint written by `python main.py`
     python infe.py --dataset wikidiverse --model_name opt-6.7b \
         --best_ckpt opt-6.7b_wikidiverse_linear_4token_16examples_82_77.pkl
+    torchrun --nproc_per_node 2 infe.py              # data parallel: see distributed.py and README "Scaling out"
 """
 import dataclasses
 import os
 
 from transformers import set_seed
 
+import distributed
 import fileio
 import params
 import runs
@@ -33,6 +35,7 @@ def summary_path(predictions):
 
 
 def run(args):
+    distributed.setup(args.device)  # N processes under accelerate launch / torchrun; nothing in one process
     set_seed(args.random_seed)
     ckpt = checkpoint_path(args)
     if not os.path.exists(ckpt):
@@ -41,10 +44,7 @@ def run(args):
     runs.check_checkpoint_config(ckpt, args)
     state = read_checkpoint(ckpt)
     out = predictions_path(args, ckpt)
-    if (os.path.exists(out) or os.path.exists(summary_path(out))) and not args.overwrite:
-        raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
-                        f"--predictions_file <another file>")
-    fileio.check_writable(out, "--predictions_file")
+    distributed.on_main(lambda: check_output(out, args))  # the process that writes checks; a failure stops all
     if args.nil_threshold == "checkpoint":
         runs.stored_nil_threshold(ckpt)  # fail now if it is not there
     exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if args.nil_threshold == "dev" else
@@ -56,12 +56,20 @@ def run(args):
         settings = nil_threshold_on_dev(exp, settings)
     elif args.nil_threshold == "checkpoint":
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
-    result = evaluate(exp, exp.splits[args.split], settings)
-    fileio.write_jsonl(out, result.records)
-    fileio.write_json(summary_path(out), {"checkpoint": ckpt, "split": args.split,
-                                          "nil_threshold": settings.nil_threshold, **result.summary})
-    print(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_path(out)}")
+    result = evaluate(exp, exp.splits[args.split], settings)  # every process gets all records, in order
+    if distributed.is_main():
+        fileio.write_jsonl(out, result.records)
+        fileio.write_json(summary_path(out), {"checkpoint": ckpt, "split": args.split,
+                                              "nil_threshold": settings.nil_threshold, **result.summary})
+        print(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_path(out)}")
     return result.accuracy
+
+
+def check_output(out, args):
+    if (os.path.exists(out) or os.path.exists(summary_path(out))) and not args.overwrite:
+        raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
+                        f"--predictions_file <another file>")
+    fileio.check_writable(out, "--predictions_file")
 
 
 def main(argv=None):

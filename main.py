@@ -2,6 +2,7 @@
 
     python main.py                                   # the bundled offline demo (SmolLM2-135M, MiniLM)
     python main.py --dataset wikidiverse             # the paper's setting (OPT-6.7B, SimCSE, 16 demonstrations)
+    torchrun --nproc_per_node 2 main.py              # data parallel: see distributed.py and README "Scaling out"
 """
 import json
 import math
@@ -13,6 +14,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
+import distributed
 import fileio
 import params
 import runs
@@ -40,6 +42,7 @@ def make_optimizer(model, args, micro_steps_per_epoch):
 
 def train(args, exp, files):
     model, builder, split = exp.model, exp.builder, exp.splits["train"]
+    main_process = distributed.is_main()  # the one that writes files; with N processes all train in lockstep
     settings = EvalSettings.from_args(args)
     lengths = [builder.prompt_length(ex, d, with_target=True) for ex, d in zip(split.examples, split.demos)]
     micro_per_epoch = math.ceil(len(lengths) / args.train_bs)
@@ -58,7 +61,8 @@ def train(args, exp, files):
         torch.set_rng_state(saved["torch_rng"])  # LM dropout draws continue exactly where they stopped
         if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        metrics.keep_until(state["global_step"])  # the resumed run logs the later steps again
+        if main_process:
+            metrics.keep_until(state["global_step"])  # the resumed run logs the later steps again
         print(f"Resumed from {files.state} at step {state['global_step']}")
     print_banner(args, exp, micro_per_epoch)
 
@@ -69,15 +73,17 @@ def train(args, exp, files):
                "dev_examples_per_s": dev.summary["examples_per_s"], "time": time.time()}
         if acc >= state["best_acc"]:  # as the original: a tie keeps the later checkpoint
             state["best_acc"], state["best_step"] = acc, state["global_step"]
-            save_checkpoint(model, files.checkpoint)
-            fileio.write_json(files.config, {**config, "best_dev_acc": acc, "best_step": state["global_step"]})
+            if main_process:
+                save_checkpoint(model, files.checkpoint)
+                fileio.write_json(files.config, {**config, "best_dev_acc": acc, "best_step": state["global_step"]})
             print(f"New best dev acc {acc:.4f} %: saved {files.checkpoint}")
             row["saved"] = files.checkpoint
-        metrics.append(row)
+        if main_process:
+            metrics.append(row)
         model.train()
 
     total_micro = micro_per_epoch * args.train_epoch
-    bar = tqdm(total=total_micro, initial=state["global_step"], desc="train", unit="step")
+    bar = tqdm(total=total_micro, initial=state["global_step"], desc="train", unit="step", disable=not main_process)
     optimizer_steps, save_due = 0, False
     model.train()
     for epoch in range(state["epoch"], args.train_epoch):
@@ -87,13 +93,21 @@ def train(args, exp, files):
         batches = length_bucketed_batches(lengths, args.train_bs, shuffle=True, rng=rng)
         for b in range(state["batch"], len(batches)):
             idx = batches[b]
-            batch = builder.collate([split.examples[i] for i in idx], [split.demos[i] for i in idx],
-                                    split.images[idx], training=True)
-            loss = model(batch)
+            # With N processes every one walks all micro-batches and computes its own (distributed.owns);
+            # the loss of each is shared, so steps, logs and dev evaluations happen at the same points.
+            mine = distributed.owns(b, args.accum_iter)
+            local_loss = None
+            if mine:
+                batch = builder.collate([split.examples[i] for i in idx], [split.demos[i] for i in idx],
+                                        split.images[idx], training=True)
+                local_loss = model(batch)
+            loss = distributed.value_of_owner(local_loss, model.linear.weight.device)
             check_finite(loss, state, [split.examples[i]["line"] for i in idx], files)
-            (loss / args.accum_iter).backward()
+            if mine:
+                (local_loss / args.accum_iter).backward()
             at_boundary = (b + 1) % args.accum_iter == 0 or b + 1 == len(batches)
             if at_boundary:
+                distributed.sum_gradients(model.linear.parameters())  # the sum one process would have accumulated
                 torch.nn.utils.clip_grad_norm_(model.linear.parameters(), args.max_norm)
                 optimizer.step()
                 scheduler.step()
@@ -105,23 +119,26 @@ def train(args, exp, files):
             average = state["loss_sum"] / state["loss_n"]
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", avg=f"{average:.4f}")
-            if state["global_step"] % 50 == 0:
+            if state["global_step"] % 50 == 0 and main_process:
                 metrics.append({"step": state["global_step"], "train_loss": average, "lr": scheduler.get_last_lr()[0]})
             if args.do_eval and state["global_step"] % args.do_eval_steps == 0 and state["global_step"] < total_micro:
                 evaluate_and_keep_best()
                 save_due = True
             # The state holds no accumulated gradients, so it is saved between optimizer steps only.
             if at_boundary and (save_due or optimizer_steps % args.save_steps == 0):
-                runs.save_state(files.state, model, optimizer, scheduler, state, config)
+                if main_process:
+                    runs.save_state(files.state, model, optimizer, scheduler, state, config)
                 save_due = False
         state["batch"] = 0
     bar.close()
-    if state["loss_n"]:
+    if state["loss_n"] and main_process:
         metrics.append({"step": state["global_step"], "train_loss": state["loss_sum"] / state["loss_n"],
                         "lr": scheduler.get_last_lr()[0]})
     evaluate_and_keep_best()
     state["epoch"] = args.train_epoch
-    runs.save_state(files.state, model, optimizer, scheduler, state, config)
+    if main_process:
+        runs.save_state(files.state, model, optimizer, scheduler, state, config)
+    distributed.barrier()  # the checkpoint is written before any process reads it
     return state, metrics
 
 
@@ -131,12 +148,40 @@ def print_banner(args, exp, micro_per_epoch):
           f"  examples: train {len(exp.splits['train'].examples)}, dev {len(exp.splits['dev'].examples)}\n"
           f"  demonstrations per example: {args.ICL_examples_num}, visual prefix tokens: {args.visual_prefix_length}\n"
           f"  micro-batch {args.train_bs} x accumulation {args.accum_iter} = effective batch "
-          f"{args.train_bs * args.accum_iter}\n"
+          f"{args.train_bs * args.accum_iter}{data_parallel_note(args, exp)}\n"
           f"  epochs {args.train_epoch}: {micro_per_epoch * args.train_epoch} micro-steps, "
           f"{math.ceil(micro_per_epoch / args.accum_iter) * args.train_epoch} optimizer steps, lr {args.lr}"
           f"{' (legacy fp16 optimizer)' if args.legacy_optimizer else ''}\n"
           f"  parameters: trainable {trainable:,} ({100.0 * trainable / (trainable + frozen):.3f}%), "
           f"frozen {frozen:,}\n{'=' * 60}")
+
+
+def check_processes(args):
+    """With N processes, micro-batch p of each accumulation window goes to process p mod N: N may not exceed
+    --accum_iter, or processes would only wait."""
+    n = distributed.world_size()
+    if n > args.accum_iter and args.train_epoch > 0:
+        raise DataError(f"{n} processes but --accum_iter {args.accum_iter}: each process computes whole micro-batches "
+                        f"of an accumulation window, so at most --accum_iter processes can train (a multiple of the "
+                        f"number of processes keeps them equally busy). Raise --accum_iter (a smaller --train_bs "
+                        f"keeps the effective batch --train_bs x --accum_iter) or start at most {args.accum_iter} "
+                        f"processes")
+
+
+def data_parallel_note(args, exp):
+    n = distributed.world_size()
+    if n == 1:
+        return ""
+    note = f"\n  data parallel: {n} processes, micro-batch p of each window computed by process p mod {n}"
+    config = exp.model.lm.config
+    dropout = {k: getattr(config, k) for k in ("dropout", "attention_dropout", "activation_dropout", "hidden_dropout",
+                                                "resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
+                                                "attention_probs_dropout_prob")
+               if isinstance(getattr(config, k, None), float) and getattr(config, k) > 0}
+    if dropout:
+        note += (f"\n  note: the LM trains with dropout ({', '.join(f'{k} {v}' for k, v in dropout.items())}); each "
+                 f"process draws its own masks, so the run equals a one-process run in distribution, not bit for bit")
+    return note
 
 
 def check_finite(loss, state, lines, files):
@@ -149,12 +194,16 @@ def check_finite(loss, state, lines, files):
 
 
 def run(args):
+    distributed.setup(args.device)  # N processes under accelerate launch / torchrun; nothing in one process
     files = runs.RunFiles.of(args)
-    runs.claim(files, args)
+    check_processes(args)
+    distributed.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
     set_seed(args.random_seed)
     splits = ["train", "dev"] + (["test"] if args.do_test else [])
     exp = load_experiment(args, splits)
+    distributed.broadcast_parameters(exp.model.linear.parameters())  # one initial projector for all processes
     state, metrics = train(args, exp, files)
+    main_process = distributed.is_main()
     result = {"best_dev_acc": state["best_acc"], "best_step": state["best_step"]}
     settings = EvalSettings.from_args(args)
     if args.nil_threshold == "checkpoint":
@@ -162,18 +211,20 @@ def run(args):
     if args.nil_threshold == "dev":  # chosen with the best checkpoint, stored in its config for infe.py
         load_checkpoint(exp.model, files.checkpoint)
         settings = nil_threshold_on_dev(exp, settings)
-        with open(files.config, encoding="utf-8") as f:
-            config = json.load(f)
-        fileio.write_json(files.config, {**config, "chosen_nil_threshold": settings.nil_threshold})
+        if main_process:
+            with open(files.config, encoding="utf-8") as f:
+                config = json.load(f)
+            fileio.write_json(files.config, {**config, "chosen_nil_threshold": settings.nil_threshold})
         result["nil_threshold"] = settings.nil_threshold
     if args.do_test:
         load_checkpoint(exp.model, files.checkpoint)
         print(f"Testing the best checkpoint {files.checkpoint}")
         test = evaluate(exp, exp.splits["test"], settings)
-        fileio.write_jsonl(files.test_predictions, test.records)
-        metrics.append({"step": state["global_step"], "test_acc": test.accuracy,
-                        **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
-                        "checkpoint": files.checkpoint})
+        if main_process:
+            fileio.write_jsonl(files.test_predictions, test.records)
+            metrics.append({"step": state["global_step"], "test_acc": test.accuracy,
+                            **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
+                            "checkpoint": files.checkpoint})
         result["test_acc"] = test.accuracy
     print(json.dumps(result))
     return result

@@ -53,13 +53,22 @@ def bigram_lm(next_token_probs):
         row[list(probs)] = torch.tensor(list(probs.values()))
         log_probs[token] = row.log()
     with torch.no_grad():
-        for module in (decoder.layers[0].self_attn.out_proj, decoder.layers[0].fc2):
-            module.weight.zero_()
-            module.bias.zero_()
-        decoder.embed_positions.weight.zero_()
+        # Every weight set here, none left to the initialiser: attention and MLP add exactly 0 (a random weight that
+        # came out huge, or an uninitialised one, would turn 0 * x into NaN and change the scripted distributions).
+        for name, param in lm.named_parameters():
+            param.fill_(1.0 if "layer_norm.weight" in name else 0.0)
         decoder.embed_tokens.weight.copy_(torch.eye(VOCAB, width))
-        normed = decoder.final_layer_norm(torch.eye(VOCAB, width))  # (V, width) what lm_head sees per token
-        lm.lm_head.weight.copy_(torch.linalg.lstsq(normed, log_probs).solution.T)
+        # lm_head sees LN(e_i) = k (e_i - 1/width) for every token i (one scale k, as all rows are one-hot). With
+        # head^T = M / k, where M's first VOCAB rows are log_probs and one more row makes its columns sum to 0,
+        # the logits are exactly log_probs: solved by hand, since a LAPACK least-squares solve on a busy
+        # multithreaded CPU was seen to return a wrong row now and then.
+        normed = decoder.final_layer_norm(torch.eye(VOCAB, width))  # (V, width)
+        k = normed[0, 0] / (1.0 - 1.0 / width)
+        m = torch.zeros(width, VOCAB)
+        m[:VOCAB] = log_probs
+        m[VOCAB] = -log_probs.sum(0)
+        lm.lm_head.weight.copy_((m / k).T)
+        assert torch.allclose(lm.lm_head(normed), log_probs, atol=1e-4), "the bigram LM does not give its log-probs"
     return lm
 
 

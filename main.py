@@ -40,14 +40,14 @@ def make_optimizer(model, args, micro_steps_per_epoch):
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(total * args.warmup_ratio), total)
 
 
-def train(args, exp, files):
+def train(args, exp, files, tracker=None):
     model, builder, split = exp.model, exp.builder, exp.splits["train"]
     main_process = distributed.is_main()  # the one that writes files; with N processes all train in lockstep
     settings = EvalSettings.from_args(args)
     lengths = [builder.prompt_length(ex, d, with_target=True) for ex, d in zip(split.examples, split.demos)]
     micro_per_epoch = math.ceil(len(lengths) / args.train_bs)
     optimizer, scheduler = make_optimizer(model, args, micro_per_epoch)
-    metrics = runs.MetricsLog(files.metrics)
+    metrics = runs.MetricsLog(files.metrics, tracker)
     config = runs.run_config(args)
     state = {"global_step": 0, "epoch": 0, "batch": 0, "best_acc": float("-inf"), "best_step": None,
              "loss_sum": 0.0, "loss_n": 0}  # the running loss too, so that a resumed run logs the same averages
@@ -197,17 +197,22 @@ def run(args):
     distributed.setup(args.device)  # N processes under accelerate launch / torchrun; nothing in one process
     files = runs.RunFiles.of(args)
     check_processes(args)
+    if args.nil_threshold == "checkpoint":
+        raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
+    runs.check_tracker(args.report_to)
     distributed.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
+    tracker = None
+    if distributed.is_main():
+        tracker = runs.start_tracker(args.report_to, args.log_dir, os.path.basename(files.checkpoint)[:-4],
+                                     runs.run_config(args))
     set_seed(args.random_seed)
     splits = ["train", "dev"] + (["test"] if args.do_test else [])
     exp = load_experiment(args, splits)
     distributed.broadcast_parameters(exp.model.linear.parameters())  # one initial projector for all processes
-    state, metrics = train(args, exp, files)
+    state, metrics = train(args, exp, files, tracker)
     main_process = distributed.is_main()
     result = {"best_dev_acc": state["best_acc"], "best_step": state["best_step"]}
     settings = EvalSettings.from_args(args)
-    if args.nil_threshold == "checkpoint":
-        raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
     if args.nil_threshold == "dev":  # chosen with the best checkpoint, stored in its config for infe.py
         load_checkpoint(exp.model, files.checkpoint)
         settings = nil_threshold_on_dev(exp, settings)
@@ -226,6 +231,7 @@ def run(args):
                             **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
                             "checkpoint": files.checkpoint})
         result["test_acc"] = test.accuracy
+    metrics.close()
     print(json.dumps(result))
     return result
 

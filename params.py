@@ -100,6 +100,9 @@ def build_parser(description):
     g.add_argument("--accum_iter", type=int, default=None, help="micro-batches per optimizer step (default 16)")
     g.add_argument("--ICL_examples_num", type=int, default=None,
                    help="in-context demonstrations per example (default: 16, demo: 8)")
+    g.add_argument("--report_to", default="none", choices=("none", "tensorboard", "wandb"),
+                   help="also log training loss, learning rate, dev accuracy and throughput through accelerate's "
+                        "tracker (main process only; the metrics JSONL in --log_dir is written either way)")
     g.add_argument("--save_steps", type=int, default=50,
                    help="save the training state every N optimizer steps (and at dev evaluations), so that "
                         "--resume after a crash loses at most N steps")

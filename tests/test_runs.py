@@ -272,3 +272,33 @@ def test_a_damaged_checkpoint_fails_before_the_lm_loads(tmp_path, tiny_dataset, 
     (tmp_path / "ckpt" / f"{RUN}.pkl").write_bytes(os.urandom(300))
     message = exits_with(flags(tiny_dataset, tiny_opt_dir, tmp_path), infe)
     assert f"{RUN}.pkl" in message and "weights_only=False" not in message
+
+
+def test_report_to_a_missing_tracker_fails_before_the_lm(tmp_path, tiny_dataset, tiny_opt_dir, no_lm_load):
+    from accelerate.utils import is_tensorboard_available
+
+    if is_tensorboard_available():
+        pytest.skip("tensorboard is installed here")
+    message = exits_with(flags(tiny_dataset, tiny_opt_dir, tmp_path) + ["--report_to", "tensorboard"])
+    assert "--report_to tensorboard" in message and "pip install tensorboard" in message
+
+
+def test_every_metrics_row_reaches_the_tracker(tmp_path, tiny_dataset, tiny_opt_dir, monkeypatch):
+    """--report_to: the numbers of each metrics row are logged at its step, and the tracker is closed once."""
+    logged, closed = [], []
+
+    class Recorder:
+        def log(self, values, step):
+            logged.append((step, values))
+
+        def end_training(self):
+            closed.append(True)
+
+    monkeypatch.setattr(train_script.runs, "check_tracker", lambda report_to: None)
+    monkeypatch.setattr(train_script.runs, "start_tracker", lambda *a: Recorder())
+    train_script.main(flags(tiny_dataset, tiny_opt_dir, tmp_path, "--report_to", "tensorboard"))
+    rows = [json.loads(line) for line in open(tmp_path / "log" / f"{RUN}.metrics.jsonl")]
+    assert [step for step, _ in logged] == [r["step"] for r in rows] and closed == [True]
+    for (_, values), row in zip(logged, rows):
+        assert values == {k: v for k, v in row.items() if k not in ("step", "time", "checkpoint", "saved")}
+    assert {"train_loss", "lr"} <= set(logged[0][1]) and any("test_acc" in v for _, v in logged)

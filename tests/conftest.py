@@ -161,3 +161,11 @@ def crash_at_evaluation(monkeypatch, script, argv, number=2):
     with pytest.raises(KeyboardInterrupt):
         script.main(argv)
     monkeypatch.setattr(script, "evaluate", real)
+
+
+def tiny_run_flags(data, model_dir, out, *extra, demos=2, max_new_tokens=8, data_dir=None):
+    """main.py / infe.py / link.py flags for the tiny dataset and LM, writing under `out`."""
+    return ["--data_dir", data_dir or data["data_dir"], "--dataset", "tiny", "--model_name", model_dir,
+            "--simcse_model", data["simcse_model"], "--ment_embed_file", data["ment_embed_file"],
+            "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", str(demos),
+            "--max_new_tokens", str(max_new_tokens), *extra]

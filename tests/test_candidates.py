@@ -9,6 +9,7 @@ import infe
 import main as train_script
 import prepare
 from candidates import CandidateTrees, rank_candidates, read_candidates, recall_at, with_gold
+from conftest import tiny_run_flags
 from decoding import constrained_beam_search
 from test_decoding import NAMES, left_padded_prompts, make_tree, tiny_lm
 from utils import DataError
@@ -75,10 +76,7 @@ def candidate_run(tmp_path_factory, tiny_dataset, tiny_opt_dir):
     shutil.copytree(tiny_dataset["folder"], root / "data" / "tiny")
     assert prepare.main(["candidates", "--data_dir", str(root / "data"), "--dataset", "tiny",
                          "--simcse_model", tiny_dataset["simcse_model"], "--num_candidates", "3"]) == 0
-    common = ["--data_dir", str(root / "data"), "--dataset", "tiny", "--model_name", tiny_opt_dir,
-              "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
-              "--ckpt_dir", str(root / "ckpt"), "--log_dir", str(root / "log"), "--ICL_examples_num", "2",
-              "--max_new_tokens", "8"]
+    common = tiny_run_flags(tiny_dataset, tiny_opt_dir, root, data_dir=str(root / "data"))
     train_script.main(common + ["--train_epoch", "0", "--no-do_test"])
     return root, common
 

@@ -5,6 +5,7 @@ import pytest
 
 import infe
 import link
+from conftest import tiny_run_flags
 from test_prepare import tiny_clip_dir  # noqa: F401 -- the tiny CLIP fixture
 import main as train_script
 
@@ -12,10 +13,7 @@ import main as train_script
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_dataset, tiny_opt_dir):
     out = tmp_path_factory.mktemp("link")
-    common = ["--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny", "--model_name", tiny_opt_dir,
-              "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
-              "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", "2",
-              "--max_new_tokens", "8", "--num_beams", "3"]
+    common = tiny_run_flags(tiny_dataset, tiny_opt_dir, out, "--num_beams", "3")
     train_script.main(common + ["--train_epoch", "0", "--no-do_test"])
     return out, common, tiny_dataset
 

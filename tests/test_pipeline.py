@@ -7,16 +7,13 @@ import torch
 
 import infe
 import main as train_script
-from conftest import crash_at_evaluation
+from conftest import crash_at_evaluation, tiny_run_flags
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_dataset, tiny_opt_dir):
     out = tmp_path_factory.mktemp("run")
-    common = ["--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny", "--model_name", tiny_opt_dir,
-              "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
-              "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", "3",
-              "--max_new_tokens", "8"]
+    common = tiny_run_flags(tiny_dataset, tiny_opt_dir, out, demos=3)
     result = train_script.main(common + ["--train_epoch", "2", "--accum_iter", "4", "--do_eval_steps", "10",
                                          "--lr", "1e-3", "--train_bs", "2"])
     return {"out": out, "common": common, "result": result, "folder": tiny_dataset["folder"]}

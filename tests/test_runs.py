@@ -13,16 +13,13 @@ import torch
 import experiment
 import infe
 import main as train_script
-from conftest import crash_at_evaluation
+from conftest import crash_at_evaluation, tiny_run_flags
 
 RUN = "tiny-opt0_tiny_linear_4token_2examples"
 
 
 def flags(data, model_dir, out, *extra):
-    return ["--data_dir", data["data_dir"], "--dataset", "tiny", "--model_name", model_dir,
-            "--simcse_model", data["simcse_model"], "--ment_embed_file", data["ment_embed_file"],
-            "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", "2",
-            "--max_new_tokens", "4", "--train_epoch", "1", "--lr", "1e-3", *extra]
+    return tiny_run_flags(data, model_dir, out, "--train_epoch", "1", "--lr", "1e-3", *extra, max_new_tokens=4)
 
 
 def exits_with(argv, script=train_script):

@@ -188,9 +188,9 @@ def _fit_context(builder, examples, demos, lm, args, split_name):
         while kept and need(ex, kept) > limit:
             kept = kept[1:]
         if need(ex, kept) > limit:
-            raise DataError(f"{args.data_file[split_name]}, line {ex['line']}: the prompt needs {need(ex, kept)} "
-                            f"positions even without demonstrations, but {args.model_name} has {limit}; shorten "
-                            f"the text")
+            source = args.data_file.get(split_name, split_name)  # link.py's input is no split file
+            raise DataError(f"{source}, line {ex['line']}: the prompt needs {need(ex, kept)} positions even without "
+                            f"demonstrations, but {args.model_name} has {limit}; shorten the text")
         shortened += len(kept) < len(ex_demos)
         fitted.append(kept)
     if shortened:

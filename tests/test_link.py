@@ -96,3 +96,11 @@ def test_an_image_file_gets_the_feature_prepare_clip_stores(tmp_path, tiny_clip_
     features = link.image_features(rows, args, str(tmp_path))
     np.testing.assert_allclose(features[0], stored.reshape(-1), rtol=0, atol=1e-5)
     assert not features[1].any()  # no image: the all-zero feature
+
+
+def test_a_text_too_long_for_the_lm_is_named(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "long.jsonl"
+    source.write_text(json.dumps({"text": "Jordan " * 1200 + "won.", "mention": "Jordan"}) + "\n")
+    message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
+    assert "input, line 1" in message and "positions" in message and "shorten the text" in message

@@ -169,6 +169,11 @@ def nil_threshold_on_dev(exp, settings):
     return chosen
 
 
+def predicts_nil(score, threshold):
+    """The NIL decision: the best name's score is below the threshold (None: never, GEMEL's protocol)."""
+    return threshold is not None and score < threshold
+
+
 def _with_nil(record, threshold):
-    prediction = NIL if threshold is not None and record["score"] < threshold else record["prediction"]
+    prediction = NIL if predicts_nil(record["score"], threshold) else record["prediction"]
     return {**record, "prediction": prediction, "correct": prediction == record["target"]}

@@ -45,17 +45,15 @@ def run(args):
     state = read_checkpoint(ckpt)
     out = predictions_path(args, ckpt)
     distributed.on_main(lambda: check_output(out, args))  # the process that writes checks; a failure stops all
-    if args.nil_threshold == "checkpoint":
-        runs.stored_nil_threshold(ckpt)  # fail now if it is not there
+    settings = EvalSettings.from_args(args)
+    if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
+        settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
     exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if args.nil_threshold == "dev" else
                                                    [args.split])))
     load_checkpoint(exp.model, ckpt, state)
     print(f"Loaded {ckpt}")
-    settings = EvalSettings.from_args(args)
     if args.nil_threshold == "dev":
         settings = nil_threshold_on_dev(exp, settings)
-    elif args.nil_threshold == "checkpoint":
-        settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
     result = evaluate(exp, exp.splits[args.split], settings)  # every process gets all records, in order
     if distributed.is_main():
         fileio.write_jsonl(out, result.records)

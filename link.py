@@ -16,6 +16,7 @@ Output lines (in input order, written atomically) add `mention` and `entities`: 
 and with --nil_threshold (a number, or `checkpoint` for the one main.py chose on dev) `nil`: whether the best name's
 score is below it, i.e. the mention likely names no entity of the knowledge base.
 """
+import dataclasses
 import json
 import os
 
@@ -25,7 +26,7 @@ from transformers import set_seed
 import fileio
 import params
 import runs
-from evaluation import EvalSettings, decode
+from evaluation import EvalSettings, decode, predicts_nil
 from experiment import checkpoint_path, load_experiment, run_script
 from model import load_checkpoint, read_checkpoint
 from utils import DataError, load_image_features, read_jsonl_objects
@@ -137,8 +138,9 @@ def run(args):
     runs.check_checkpoint_config(ckpt, args)
     if args.nil_threshold == "dev":
         raise DataError("link.py has no gold labels to choose a NIL threshold on: give a number or checkpoint")
-    if args.nil_threshold == "checkpoint":
-        runs.stored_nil_threshold(ckpt)  # fail now if it is not there
+    settings = EvalSettings.from_args(args, show_examples=0)
+    if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
+        settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
     state = read_checkpoint(ckpt)
     images = image_features(rows, args, base)
 
@@ -146,8 +148,6 @@ def run(args):
     load_checkpoint(exp.model, ckpt, state)
     candidates = {ex["line"]: ex["candidates"] for ex in examples} if all(with_candidates) else None
     split = exp.make_split("input", examples, images, candidates)
-    settings = EvalSettings.from_args(args, show_examples=0)
-    threshold = runs.stored_nil_threshold(ckpt) if args.nil_threshold == "checkpoint" else settings.nil_threshold
     top_k = args.top_k or args.num_beams
     linked = [None] * len(rows)
     for batch_idx, ranked in decode(exp, split, settings):
@@ -155,8 +155,8 @@ def run(args):
             entities = [{"name": name, "score": score} for name, score in hypotheses[:top_k]]
             linked[i] = {**{k: v for k, v in rows[i].items() if k != "_line"}, "mention": examples[i]["mention"],
                          "entities": entities}
-            if threshold is not None:  # the NIL decision: no entity of the KB fits well enough
-                linked[i]["nil"] = entities[0]["score"] < threshold
+            if settings.nil_threshold is not None:  # the NIL decision: no entity of the KB fits well enough
+                linked[i]["nil"] = predicts_nil(entities[0]["score"], settings.nil_threshold)
     if output is not None:
         fileio.write_jsonl(output, linked)
         print(f"Linked {len(linked)} mentions: {output}")

@@ -217,9 +217,8 @@ def run(args):
         load_checkpoint(exp.model, files.checkpoint)
         settings = nil_threshold_on_dev(exp, settings)
         if main_process:
-            with open(files.config, encoding="utf-8") as f:
-                config = json.load(f)
-            fileio.write_json(files.config, {**config, "chosen_nil_threshold": settings.nil_threshold})
+            fileio.write_json(files.config, {**runs.checkpoint_config(files.checkpoint),
+                                             "chosen_nil_threshold": settings.nil_threshold})
         result["nil_threshold"] = settings.nil_threshold
     if args.do_test:
         load_checkpoint(exp.model, files.checkpoint)

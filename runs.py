@@ -159,18 +159,24 @@ def start_tracker(report_to, log_dir, run_name, config):
     return accelerator
 
 
+def checkpoint_config(checkpoint):
+    """The config JSON main.py writes beside a checkpoint, or {} when there is none (GEMEL's released checkpoints)."""
+    config_file = os.path.splitext(checkpoint)[0] + ".json"
+    if not os.path.exists(config_file):
+        return {}
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{config_file}: cannot read the checkpoint's config ({error}); delete it to load the "
+                        f"checkpoint without it") from None
+
+
 def check_checkpoint_config(checkpoint, args):
     """A checkpoint with its config JSON beside it (ours) must match the LM, prefix length and feature size asked
     for: another LM's projector can have the very same shape (4 x 32 = 2 x 64) and would load silently."""
-    config_file = os.path.splitext(checkpoint)[0] + ".json"
-    if not os.path.exists(config_file):  # GEMEL's released checkpoints come without one
-        return
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{config_file}: cannot read the checkpoint's config ({error}); delete it to load the "
-                        f"checkpoint without this check") from None
+    saved = checkpoint_config(checkpoint)
+
     def same(key):  # an LM may be named by short name, hub id or folder: compare what names the checkpoint
         if key == "model_name":
             return params.model_tag(saved[key]) == params.model_tag(args.model_name)
@@ -183,14 +189,10 @@ def check_checkpoint_config(checkpoint, args):
                         f"checkpoint's settings")
 
 
-def stored_nil_threshold(ckpt):
+def stored_nil_threshold(checkpoint):
     """The NIL threshold main.py --nil_threshold dev chose and stored in the checkpoint's config."""
-    config_file = os.path.splitext(ckpt)[0] + ".json"
-    config = {}
-    if os.path.exists(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
+    config = checkpoint_config(checkpoint)
     if "chosen_nil_threshold" not in config:
-        raise DataError(f"{config_file}: no NIL threshold stored; train with `python main.py --keep_nil "
-                        f"--nil_threshold dev`, or pass --nil_threshold dev / a number")
+        raise DataError(f"{os.path.splitext(checkpoint)[0]}.json: no NIL threshold stored; train with `python main.py "
+                        f"--keep_nil --nil_threshold dev`, or pass --nil_threshold dev / a number")
     return config["chosen_nil_threshold"]

@@ -3,6 +3,7 @@
     python infe.py                                   # the demo checkpoint written by `python main.py`
     python infe.py --dataset wikidiverse --model_name opt-6.7b \
         --best_ckpt opt-6.7b_wikidiverse_linear_4token_16examples_82_77.pkl
+    python infe.py --method drin                     # a DRIN checkpoint (drin/run.py)
     torchrun --nproc_per_node 2 infe.py              # data parallel: see distributed.py and README "Scaling out"
 """
 import dataclasses
@@ -71,6 +72,9 @@ def check_output(out, args):
 
 
 def main(argv=None):
+    if params.method_of(argv) == "drin":
+        from drin.run import evaluate_main
+        return evaluate_main(argv)
     args = params.parse_args(argv, description="Evaluate a GEMEL checkpoint", extra=add_infe_flags)
     return run_script(run, args)
 

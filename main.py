@@ -2,6 +2,7 @@
 
     python main.py                                   # the bundled offline demo (SmolLM2-135M, MiniLM)
     python main.py --dataset wikidiverse             # the paper's setting (OPT-6.7B, SimCSE, 16 demonstrations)
+    python main.py --method drin                     # DRIN, the candidate reranker (drin/run.py)
     torchrun --nproc_per_node 2 main.py              # data parallel: see distributed.py and README "Scaling out"
 """
 import json
@@ -127,7 +128,7 @@ def train(args, exp, files, tracker=None):
             # The state holds no accumulated gradients, so it is saved between optimizer steps only.
             if at_boundary and (save_due or optimizer_steps % args.save_steps == 0):
                 if main_process:
-                    runs.save_state(files.state, model, optimizer, scheduler, state, config)
+                    runs.save_state(files.state, model.linear, optimizer, scheduler, state, config)
                 save_due = False
         state["batch"] = 0
     bar.close()
@@ -137,7 +138,7 @@ def train(args, exp, files, tracker=None):
     evaluate_and_keep_best()
     state["epoch"] = args.train_epoch
     if main_process:
-        runs.save_state(files.state, model, optimizer, scheduler, state, config)
+        runs.save_state(files.state, model.linear, optimizer, scheduler, state, config)
     distributed.barrier()  # the checkpoint is written before any process reads it
     return state, metrics
 
@@ -236,6 +237,9 @@ def run(args):
 
 
 def main(argv=None):
+    if params.method_of(argv) == "drin":
+        from drin.run import train_main
+        return train_main(argv)
     args = params.parse_args(argv, description="Train GEMEL")
     return run_script(run, args)
 

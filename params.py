@@ -50,11 +50,22 @@ DATASET_PRESETS = {
     },
 }
 DTYPES = ("float32", "float16", "bfloat16")
+METHODS = ("gemel", "drin")
+
+
+def method_of(argv):
+    """The --method a command line asks for (each method parses its own flags)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method", choices=METHODS, default="gemel")
+    return pre.parse_known_args(argv)[0].method
 
 
 def build_parser(description):
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--method", choices=METHODS, default="gemel",
+                   help="gemel: this parser's flags; drin: DRIN's candidate reranker, with its own flags "
+                        "(`--method drin --help` lists them)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="demo",
                    help="wikidiverse, wikimel, demo, or any folder name under --data_dir")

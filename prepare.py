@@ -4,6 +4,7 @@
     python prepare.py embeddings --dataset mydata --simcse_model minilm-l6      # training-mention embeddings
     python prepare.py clip       --dataset mydata --images path/to/images       # CLIP image features (resumable)
     python prepare.py candidates --dataset mydata --num_candidates 10          # candidate entities per mention
+    python prepare.py drin       --dataset mydata                              # DRIN's features (drin/features.py)
     python prepare.py all        --dataset mydata --images path/to/images       # whatever the folder is missing
 
 Each step writes into the dataset folder (--data_dir/--dataset) exactly the file main.py and infe.py read, with
@@ -19,6 +20,8 @@ import sys
 from candidates import build_candidates
 from clip_features import (DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS, extract_clip_features, list_image_folder,
                            missing_image_keys, read_image_list, report_split_coverage)
+from drin.features import CAPTIONS_FILE
+from loading import pick_device
 from params import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET
 from retrieval import build_embeddings, default_embedding_path, stale_embeddings
 from trees import ENTITY_LIST, build_tree, find_matching_tree, load_tokenizer, read_entity_names
@@ -108,10 +111,32 @@ def add_clip_flags(p):
                         "images are skipped)")
 
 
+def add_drin_flags(p):
+    p.add_argument("--text_encoder", default=None,
+                   help=f"BERT-style encoder of mention spans and entity texts: a short name "
+                        f"({', '.join(ENCODER_REGISTRY)}), a hub id or a local folder (the original: bert-base-cased; "
+                        f"default: the dataset's sentence encoder)")
+    p.add_argument("--entity_pooling", default="encoder", choices=("encoder", "wikimel"),
+                   help="entity text feature: the encoder's own pooling for the vertex and the tt edge (WikiDiverse: "
+                        "BERT's pooler), or wikimel: the mean of the tokens between [CLS] and [SEP] for the vertex "
+                        "and [CLS] for the edge")
+    p.add_argument("--img_feat", default=DEFAULT_IMG_FEAT,
+                   help="HDF5 of image features in the dataset folder (as `prepare.py clip` writes): the image "
+                        "vertices' input, for mention and entity image keys")
+    p.add_argument("--image_text", default=None, choices=("captions", "clip"),
+                   help="image-text space of the cross-modal edges: clip (--clip_model on the images of --images / "
+                        f"--image_list) or captions ({CAPTIONS_FILE} of the folder: images described in words, both "
+                        f"towers the text encoder). Default: captions when the folder has {CAPTIONS_FILE}, else clip")
+    p.add_argument("--clip_model", default="openai/clip-vit-base-patch32",
+                   help="CLIP for --image_text clip (the original's)")
+    add_alternatives(p, IMAGE_SOURCES)
+    p.add_argument("--splits", default=",".join(SPLITS), help="splits to compute (those with a <split>.json)")
+
+
 def build_parser():
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=fmt)
-    steps = parser.add_subparsers(dest="step", required=True, metavar="{trie,embeddings,clip,candidates,all}")
+    steps = parser.add_subparsers(dest="step", required=True, metavar="{trie,embeddings,clip,candidates,drin,all}")
 
     p = steps.add_parser("trie", formatter_class=fmt,
                          help="prefix tree of the entity names for an LM's tokenizer")
@@ -133,6 +158,11 @@ def build_parser():
     add_embedding_flags(p)
     p.add_argument("--num_candidates", type=int, default=10, help="candidates kept per mention")
 
+    p = steps.add_parser("drin", formatter_class=fmt,
+                         help="DRIN's features: entity and mention text, images, the image-text space (HDF5)")
+    add_common(p)
+    add_drin_flags(p)
+
     p = steps.add_parser("all", formatter_class=fmt,
                          help="run the steps whose files the dataset folder is missing (or holds stale)")
     add_common(p)
@@ -153,6 +183,8 @@ def finalize(args, parser):
         args.model_name = default["model_name"]
     if getattr(args, "simcse_model", "") is None:
         args.simcse_model = default["simcse_model"]
+    if getattr(args, "text_encoder", "") is None:
+        args.text_encoder = default["simcse_model"]
     return args
 
 
@@ -169,6 +201,30 @@ def run_clip(args, folder):
     if any(os.path.exists(os.path.join(folder, f"{s}.json")) for s in SPLITS):
         report_split_coverage(folder, output)
     return summary
+
+
+def run_drin(args, folder):
+    from drin.features import (TextEncoder, CaptionSpace, ClipSpace, build_entity_features, build_split_features,
+                               read_captions)
+    from utils import feature_dimension
+
+    captions = os.path.join(folder, CAPTIONS_FILE)
+    mode = args.image_text or ("captions" if os.path.exists(captions) else "clip")
+    if mode == "clip" and args.images is None and args.image_list is None:
+        raise DataError(f"prepare.py drin --image_text clip needs the images (--images <folder> or --image_list "
+                        f"<file>) for CLIP's image tower; or describe each image in {captions} (--image_text captions)")
+    img_feat = os.path.join(folder, args.img_feat)
+    dim_image = feature_dimension(img_feat)
+    text = TextEncoder(args.text_encoder, device=str(pick_device(args.device)), cache_dir=args.cache_dir)
+    if mode == "captions":
+        space = CaptionSpace(text, read_captions(captions), captions)
+    else:
+        space = ClipSpace(args.clip_model, dict(image_items(args)), str(pick_device(args.device)), args.cache_dir)
+    print(f"DRIN features: text {args.text_encoder}, images {img_feat} ({dim_image}-d), image-text space {mode}")
+    build_entity_features(folder, text, space, img_feat, dim_image, args.entity_pooling)
+    for split in args.splits.split(","):
+        if os.path.exists(os.path.join(folder, f"{split}.json")):
+            build_split_features(folder, split, text, space, img_feat, dim_image)
 
 
 def run_all(args, folder):
@@ -245,6 +301,8 @@ def main(argv=None):
         splits = [s for s in SPLITS if os.path.exists(os.path.join(folder, f"{s}.json"))]
         build_candidates(folder, splits, read_entity_names(names_file), args.simcse_model, args.num_candidates,
                          args.device, args.embed_batch_size, args.cache_dir)
+    elif args.step == "drin":
+        run_drin(args, folder)
     else:
         return run_all(args, folder)
     return 0

@@ -20,7 +20,7 @@ from utils import DataError
 # done after training. Every other flag shapes the run (its data, model, schedule or model selection).
 MAY_CHANGE_ON_RESUME = {"resume", "overwrite", "device", "cache_dir", "data_dir", "log_dir", "ckpt_dir", "eval_bs",
                         "share_prompt", "do_test", "save_steps", "best_ckpt", "predictions_file", "dataset_dir",
-                        "data_file", "split", "report_to"}
+                        "data_file", "split", "report_to", "method"}
 PATH_FLAGS = {"img_feat", "ment_embed_file", "trie_file"}  # compared by file name: the folder may move
 
 
@@ -86,9 +86,10 @@ def check_resume(saved_config, args, state_file):
                         f"another --ckpt_dir)")
 
 
-def save_state(path, model, optimizer, scheduler, progress, config):
-    fileio.torch_save({"linear": model.linear.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "progress": dict(progress), "config": config,
+def save_state(path, trained, optimizer, scheduler, progress, config):
+    """`trained`: the module whose parameters are trained (GEMEL's projector `linear`, or all of DRIN)."""
+    fileio.torch_save({"linear": trained.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict() if scheduler is not None else {}, "progress": dict(progress), "config": config,
                        "torch_rng": torch.get_rng_state(),
                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, path)
 

@@ -78,6 +78,23 @@ def _nonfinite_rows(matrix):
     return [int(i) for i in suspects if not np.isfinite(matrix[i]).all()]
 
 
+def feature_dimension(path):
+    """The width of the first feature vector stored in an image-feature HDF5 file."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise DataError(f"{path}: image feature file not found. Build it with "
+                        f"`python prepare.py clip --dataset <folder> --images <image folder>`.")
+    def width(name, item):  # visititems stops at the first non-None answer
+        return item.shape[-1] if isinstance(item, h5py.Dataset) and item.shape else None
+
+    with h5py.File(path, "r") as h5:
+        found = h5.visititems(width)
+    if found is None:
+        raise DataError(f"{path}: holds no feature vectors")
+    return found
+
+
 def load_image_features(path, keys, dim):
     """Float32 matrix [len(keys), dim] of the features stored under each key (rows follow `keys`).
 

@@ -1,0 +1,147 @@
+"""A DRIN split as tensors: features read once, candidate lists resolved to entity rows, batches gathered by index.
+
+Candidate handling (--drin_gold_slot):
+- default, leak-free: a mention's slots are its candidates. At evaluation nothing else; in training a list that
+  misses the gold has its last candidate replaced by the gold, so that every training mention has a positive.
+- --drin_gold_slot, the original's: the gold entity is appended to every list as an extra slot (also when it is
+  listed already). The loss and the metrics leave that slot out, but the mention vertices' mean over candidates
+  includes it, at test time too (DRIN.md quirk 1), so its figures may use the gold entity's features.
+"""
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import torch
+
+from candidates import candidates_path, read_candidates
+from drin.features import FORMAT, entity_features_path, sha256_of, split_features_path
+from drin.model import DrinBatch
+from utils import DataError
+
+PREPARE = "python prepare.py drin --dataset {dataset}"
+
+
+def _read_h5(path, what, dataset):
+    if not os.path.exists(path):
+        raise DataError(f"{path}: DRIN {what} features not found; build them with `{PREPARE.format(dataset=dataset)}`")
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise DataError(f"{path}: not a DRIN feature file of this version (format "
+                                f"{h5.attrs.get('format')!r}); rebuild it with `{PREPARE.format(dataset=dataset)}`")
+            arrays = {name: h5[name][()] for name in h5}
+            attrs = dict(h5.attrs)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it as HDF5 ({error}); rebuild it with "
+                        f"`{PREPARE.format(dataset=dataset)}`") from None
+    for name, value in arrays.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise DataError(f"{path}: `{name}` holds NaN or inf; rebuild it with `{PREPARE.format(dataset=dataset)}`")
+    return arrays, attrs
+
+
+def _objects(arrays, image):
+    """Detector crops and scores, or the whole image as one object with score 1."""
+    if "objects" in arrays:
+        return torch.from_numpy(arrays["objects"]).float(), torch.from_numpy(arrays["object_scores"]).float()
+    return image.unsqueeze(-2), torch.ones(image.shape[:-1] + (1,))
+
+
+@dataclass
+class EntityTable:
+    names: list
+    row: dict               # name -> row
+    text: torch.Tensor      # (E, Dt)
+    text_edge: torch.Tensor
+    image: torch.Tensor     # (E, Di)
+    text_joint: torch.Tensor
+    image_joint: torch.Tensor
+    objects: torch.Tensor   # (E, J, Do)
+    object_scores: torch.Tensor
+
+    @classmethod
+    def load(cls, folder, dataset):
+        arrays, _ = _read_h5(entity_features_path(folder), "entity", dataset)
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in arrays["names"]]
+        t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k not in ("names", "has_image")}
+        image = t["image"].mean(-2) if t["image"].dim() == 3 else t["image"]
+        objects, scores = _objects(arrays, image)
+        return cls(names, {n: i for i, n in enumerate(names)}, t["text"], t["text_edge"], image, t["text_joint"],
+                   t["image_joint"], objects, scores)
+
+
+@dataclass
+class DrinSplit:
+    name: str
+    examples: list
+    text: torch.Tensor         # (N, Dt)
+    image: torch.Tensor        # (N, R, Di)
+    text_joint: torch.Tensor
+    image_joint: torch.Tensor
+    objects: torch.Tensor      # (N, K, Do)
+    object_scores: torch.Tensor
+    slots: torch.Tensor        # (N, S) entity rows, -1 for padding; S = C (+ 1 with the gold slot)
+    gold: torch.Tensor         # (N,) index of the gold among the first C slots, -1 when not listed
+    scored: int                # C: the slots the loss and the metrics see
+
+
+def load_split(folder, dataset, split, examples, entities, gold_slot, training, max_candidates=None):
+    """The features of a split's non-NIL `examples` (utils.load_split) with their candidate slots."""
+    path = split_features_path(folder, split)
+    arrays, attrs = _read_h5(path, split, dataset)
+    split_file = os.path.join(folder, f"{split}.json")
+    if attrs.get("split_sha256") != sha256_of(split_file):
+        raise DataError(f"{path}: built from another version of {split_file}; rebuild it with "
+                        f"`{PREPARE.format(dataset=dataset)}`")
+    if arrays["lines"].tolist() != [ex["line"] for ex in examples]:
+        raise DataError(f"{path}: its rows are not the non-NIL lines of {split_file}; rebuild it with "
+                        f"`{PREPARE.format(dataset=dataset)}`")
+    lists = read_candidates(candidates_path(folder, split), examples)
+    if max_candidates:
+        lists = {line: names[:max_candidates] for line, names in lists.items()}
+    slots, gold = resolve_slots(lists, examples, entities, gold_slot, training, candidates_path(folder, split))
+    t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k != "lines"}
+    image = t["image"] if t["image"].dim() == 3 else t["image"].unsqueeze(1)
+    objects, scores = _objects(arrays, image.mean(-2))
+    return DrinSplit(split, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores,
+                     slots, gold, max(len(v) for v in lists.values()))
+
+
+def resolve_slots(lists, examples, entities, gold_slot, training, source):
+    """(slots (N, S), gold (N,)) from {line: names}: entity rows, padded with -1 to the longest list."""
+    width = max(len(names) for names in lists.values())
+    slots = np.full((len(examples), width + gold_slot), -1, dtype=np.int64)
+    gold = np.full(len(examples), -1, dtype=np.int64)
+    for i, ex in enumerate(examples):
+        names = list(lists[ex["line"]])
+        unknown = [n for n in names if n not in entities.row]
+        if unknown:
+            raise DataError(f"{source}: candidate {unknown[0]!r} of line {ex['line']} is not in the knowledge base's "
+                            f"entities.jsonl; rebuild the candidates from the same knowledge base")
+        target_row = entities.row.get(ex["target"])
+        needs_gold = gold_slot or (training and ex["target"] not in names)
+        if needs_gold and target_row is None:
+            raise DataError(f"line {ex['line']} of {ex.get('split', 'the split')}: gold entity {ex['target']!r} is not "
+                            f"in entities.jsonl, so it has no features (add it to the knowledge base)")
+        if training and not gold_slot and ex["target"] not in names:
+            names[-1] = ex["target"]  # leak-free training: a positive for every mention
+        slots[i, :len(names)] = [entities.row[n] for n in names]
+        if gold_slot:
+            slots[i, -1] = target_row
+        gold[i] = names.index(ex["target"]) if ex["target"] in names else -1
+    return torch.from_numpy(slots), torch.from_numpy(gold)
+
+
+def make_batch(split, entities, idx):
+    """The DrinBatch of examples `idx`: every candidate slot of every mention, gathered in one go."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    slots = split.slots[idx]                 # (B, S)
+    rows = slots.clamp(min=0)
+    return DrinBatch(mention_text=split.text[idx], mention_image=split.image[idx],
+                     mention_text_joint=split.text_joint[idx], mention_image_joint=split.image_joint[idx],
+                     mention_objects=split.objects[idx], mention_object_scores=split.object_scores[idx],
+                     entity_text=entities.text[rows], entity_text_edge=entities.text_edge[rows],
+                     entity_image=entities.image[rows], entity_text_joint=entities.text_joint[rows],
+                     entity_image_joint=entities.image_joint[rows], entity_objects=entities.objects[rows],
+                     entity_object_scores=entities.object_scores[rows], mask=(slots >= 0).float())

@@ -1,0 +1,296 @@
+"""DRIN: the network against hand-computed numbers, the loss, Hits@k, the two candidate handlings, a tiny run."""
+import json
+import math
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from drin.data import EntityTable, load_split, make_batch, resolve_slots
+from drin.model import DRIN, DrinBatch, GCNLayer, gold_ranks, initial_edges, triplet_loss
+from utils import DataError
+from utils import load_split as read_split
+
+
+def random_batch(B=3, C=4, Dt=6, Di=5, Ds=7, K=3, J=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    return DrinBatch(mention_text=r(B, Dt), mention_image=r(B, 2, Di), mention_text_joint=r(B, Ds),
+                     mention_image_joint=r(B, Ds), mention_objects=r(B, K, Di), mention_object_scores=r(B, K).abs(),
+                     entity_text=r(B, C, Dt), entity_text_edge=r(B, C, Dt), entity_image=r(B, C, Di),
+                     entity_text_joint=r(B, C, Ds), entity_image_joint=r(B, C, Ds), entity_objects=r(B, C, J, Di),
+                     entity_object_scores=r(B, C, J).abs(), mask=torch.ones(B, C))
+
+
+@pytest.mark.parametrize("options", [{}, {"vector_edges": True}, {"edge_type": "static"}, {"edges": ("tt",)}])
+def test_shapes_and_score_range(options):
+    torch.manual_seed(0)
+    model = DRIN(6, 5, dim=8, **options)
+    scores = model(random_batch())
+    assert scores.shape == (3, 4)
+    assert torch.all(scores.abs() <= 1 + 1e-6)
+    scores.sum().backward()  # every trained part gets a gradient path
+    assert model.mention_text.weight.grad is not None
+
+
+def test_initial_edges_by_hand():
+    b = random_batch(B=1, C=2, K=2, J=1)
+    edges = initial_edges(b)
+    cos = lambda x, y: float(x @ y / (x.norm() * y.norm()))  # noqa: E731
+    assert edges["tt"][0, 1].item() == pytest.approx(cos(b.mention_text[0], b.entity_text_edge[0, 1]), abs=1e-6)
+    assert edges["ti"][0, 0].item() == pytest.approx(cos(b.mention_text_joint[0], b.entity_image_joint[0, 0]),
+                                                     abs=1e-6)
+    assert edges["it"][0, 1].item() == pytest.approx(cos(b.mention_image_joint[0], b.entity_text_joint[0, 1]),
+                                                     abs=1e-6)
+    s, t = b.mention_object_scores[0], b.entity_object_scores[0, 1]
+    o, p = b.mention_objects[0], b.entity_objects[0, 1]
+    num = sum(s[i] * t[0] * cos(o[i], p[0]) for i in range(2))
+    assert edges["ii"][0, 1].item() == pytest.approx(float(num / (s.sum() * t[0] + 1e-9)), abs=1e-5)
+
+
+def test_one_layer_by_hand():
+    """A 2-d graph with one candidate pair, weights set by hand, checked against DRIN.md's update rules."""
+    layer = GCNLayer(2, vector_edges=False)
+    with torch.no_grad():
+        layer.w_h.weight.copy_(torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
+        layer.w_h.bias.zero_()
+        layer.w_u.weight.copy_(torch.eye(2))
+        layer.w_u.bias.zero_()
+        layer.w_v.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+        layer.w_v.bias.zero_()
+    mt, mi = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 1.0]])
+    et = torch.tensor([[[1.0, 0.0], [3.0, 1.0]]])   # (B=1, C=2, d=2)
+    ei = torch.tensor([[[0.0, 2.0], [1.0, 1.0]]])
+    edges = {"tt": torch.tensor([[0.5, 0.1]]), "ti": torch.tensor([[0.2, 0.4]]),
+             "it": torch.tensor([[0.3, 0.0]]), "ii": torch.tensor([[1.0, 0.5]])}
+    mask = torch.tensor([[1.0, 0.0]])  # the second slot is padding: left out of the mention vertices' mean
+    vertices, new_edges = layer({"mt": mt, "mi": mi, "et": et, "ei": ei}, edges, mask, dynamic=True)
+
+    def update(x):  # GELU(LN(W_h x)), LayerNorm at its initial weight 1 and bias 0
+        h = np.array([[1.0, 0.5], [0.0, 1.0]]) @ x
+        h = (h - h.mean()) / np.sqrt(h.var() + 1e-5)
+        return np.array([0.5 * v * (1 + math.erf(v / np.sqrt(2))) for v in h])
+
+    n = lambda t: t.numpy().astype(np.float64)  # noqa: E731
+    # mt <- tt * et and ti * ei, mean over the real candidate (slot 0 only)
+    expected_mt = update(n(mt[0]) + 0.5 * n(et[0, 0]) + 0.2 * n(ei[0, 0]))
+    np.testing.assert_allclose(vertices["mt"][0].detach().numpy(), expected_mt, atol=1e-5)
+    # et of slot 1 <- tt * mt and it * mi (entity vertices receive from the mention, per candidate)
+    expected_et1 = update(n(et[0, 1]) + 0.1 * n(mt[0]) + 0.0 * n(mi[0]))
+    np.testing.assert_allclose(vertices["et"][0, 1].detach().numpy(), expected_et1, atol=1e-5)
+    # ei of slot 0 <- ti * mt and ii * mi
+    expected_ei0 = update(n(ei[0, 0]) + 0.2 * n(mt[0]) + 1.0 * n(mi[0]))
+    np.testing.assert_allclose(vertices["ei"][0, 0].detach().numpy(), expected_ei0, atol=1e-5)
+    # dynamic edge: sigmoid(mean_d(W_u m * W_v v) + e), from the layer's input vertices
+    wv = np.array([[2.0, 0.0], [0.0, 1.0]])
+    expected_ti1 = 1 / (1 + np.exp(-(np.mean(n(mt[0]) * (wv @ n(ei[0, 1]))) + 0.4)))
+    assert new_edges["ti"][0, 1].item() == pytest.approx(expected_ti1, abs=1e-6)
+    expected_it0 = 1 / (1 + np.exp(-(np.mean(n(mi[0]) * (wv @ n(et[0, 0]))) + 0.3)))
+    assert new_edges["it"][0, 0].item() == pytest.approx(expected_it0, abs=1e-6)
+
+
+def test_switched_off_edges_cut_the_image_vertices_off():
+    torch.manual_seed(0)
+    model = DRIN(6, 5, dim=8, edges=("tt",))
+    b = random_batch()
+    before = model(b)
+    b.mention_image = b.mention_image * 3 + 1
+    b.entity_image = -b.entity_image
+    b.mention_image_joint, b.entity_text_joint = -b.mention_image_joint, b.entity_text_joint + 1
+    torch.testing.assert_close(model(b), before)
+    torch.manual_seed(0)
+    full = DRIN(6, 5, dim=8)
+    assert not torch.allclose(full(b), full(random_batch()))
+
+
+def test_triplet_loss_by_hand():
+    scores = torch.tensor([[0.5, 0.2, 0.9], [0.1, -0.5, 0.7]])
+    gold = torch.tensor([0, -1])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    # row 0: (0.25 + 0 + 0.65) / 3; row 1, gold not listed (s_gold = 0), padded slot out: (0.35 + 0) / 2
+    assert triplet_loss(scores, gold, mask).item() == pytest.approx((0.3 + 0.175) / 2, abs=1e-6)
+
+
+def test_gold_ranks_and_ties():
+    scores = torch.tensor([[0.2, 0.9, 0.9, 0.1], [0.5, 0.4, 0.3, float("-inf")], [0.1, 0.2, 0.3, 0.4]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()
+    gold = torch.tensor([1, 2, -1])
+    assert gold_ranks(scores, gold, mask, ties="hit").tolist() == [1, 3, 0]
+    assert gold_ranks(scores, gold, mask, ties="miss").tolist() == [2, 3, 0]
+
+
+# ----------------------------------------------------------------------------- candidate handling
+
+class Table:
+    def __init__(self, names):
+        self.row = {n: i for i, n in enumerate(names)}
+
+
+def test_gold_slot_versus_leak_free():
+    entities = Table(["A", "B", "C", "D"])
+    examples = [{"line": 1, "target": "B"}, {"line": 2, "target": "D"}]
+    lists = {1: ["A", "B", "C"], 2: ["A", "B", "C"]}
+    slots, gold = resolve_slots(lists, examples, entities, gold_slot=True, training=False, source="x")
+    assert slots.tolist() == [[0, 1, 2, 1], [0, 1, 2, 3]] and gold.tolist() == [1, -1]  # gold always appended
+    slots, gold = resolve_slots(lists, examples, entities, gold_slot=False, training=False, source="x")
+    assert slots.tolist() == [[0, 1, 2], [0, 1, 2]] and gold.tolist() == [1, -1]        # nothing added
+    slots, gold = resolve_slots(lists, examples, entities, gold_slot=False, training=True, source="x")
+    assert slots.tolist() == [[0, 1, 2], [0, 1, 3]] and gold.tolist() == [1, 2]         # a positive to train on
+    with pytest.raises(DataError, match="not in the knowledge base"):
+        resolve_slots({1: ["A", "Z"], 2: ["A"]}, examples, entities, gold_slot=False, training=False, source="x")
+
+
+def test_the_gold_slot_reaches_the_other_scores():
+    """DRIN.md quirk 1: with the appended slot, the gold entity's features change the listed candidates' scores."""
+    torch.manual_seed(0)
+    model = DRIN(6, 5, dim=8).eval()
+    b = random_batch(B=1, C=4)
+    changed = random_batch(B=1, C=4, seed=1)
+    changed.mention_text = b.mention_text
+    for name in ("entity_text", "entity_text_edge", "entity_image", "entity_text_joint", "entity_image_joint",
+                 "entity_objects", "entity_object_scores"):  # only the last slot (the gold slot) differs
+        value = getattr(b, name).clone()
+        value[:, -1] = getattr(changed, name)[:, -1]
+        setattr(changed, name, value)
+    for name in ("mention_image", "mention_text_joint", "mention_image_joint", "mention_objects",
+                 "mention_object_scores"):
+        setattr(changed, name, getattr(b, name))
+    assert not torch.allclose(model(b)[:, :3], model(changed)[:, :3])
+    b.mask[:, -1] = 0  # a padded (leak-free) slot does not
+    changed.mask[:, -1] = 0
+    torch.testing.assert_close(model(b)[:, :3], model(changed)[:, :3])
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def drin_dataset(tiny_dataset, tmp_path_factory):
+    """The tiny GEMEL dataset plus what DRIN needs: entities.jsonl, captions, entity images, candidates, features."""
+    import prepare
+    from tests.conftest import ENTITIES
+
+    root = tmp_path_factory.mktemp("drin-data")
+    folder = root / "tiny"
+    shutil.copytree(tiny_dataset["folder"], folder)
+    kinds = {"Paris": "city", "Paris Hilton": "person", "Paris, Texas": "city", "Michael Jordan": "athlete",
+             "Jordan": "country", "Jordan River": "river", "Liverpool": "city", "Liverpool F.C.": "football club",
+             "The Beatles": "band", "Freddie Mercury": "singer", "Mercury (planet)": "planet", "Queen (band)": "band",
+             "France": "country", "Chicago Bulls": "basketball team", "Everton F.C.": "football club",
+             "Israel": "country"}
+    with open(folder / "entities.jsonl", "w", encoding="utf-8") as f:
+        for i, name in enumerate(ENTITIES):
+            f.write(json.dumps({"name": name, "description": f"a {kinds[name]}",
+                                "image": None if name == "Israel" else f"entity/{i}.jpg"}) + "\n")
+    captions, rng = {}, np.random.default_rng(1)
+    for i, name in enumerate(ENTITIES):
+        captions[f"entity/{i}.jpg"] = f"a picture of a {kinds[name]}"
+    for split in ("train", "dev", "test"):
+        for line in open(folder / f"{split}.json", encoding="utf-8"):
+            ex = json.loads(line)
+            captions[ex["img_url"]] = f"a news photo of a {kinds.get(ex['target'], 'crowd')}"
+    with open(folder / "image_captions.jsonl", "w", encoding="utf-8") as f:
+        for key, caption in captions.items():
+            f.write(json.dumps({"key": key, "caption": caption}) + "\n")
+    with h5py.File(folder / "clip_vit_large_patch14_1024.hdf5", "a") as h5:
+        for i in range(len(ENTITIES)):
+            h5[f"entity/{i}.jpg"] = rng.standard_normal(1024).astype(np.float32)
+    for split in ("train", "dev", "test"):  # four candidates per mention; the gold missing for one test mention
+        rows = []
+        for ex in read_split(str(folder / f"{split}.json"), keep_nil=True):
+            names = [n for n in ENTITIES if n.split()[0].split(",")[0] in ex["mention"]] + ["France", "Israel"]
+            names = list(dict.fromkeys(names))[:4]
+            if split == "test" and ex["target"] == "Jordan":
+                names = [n for n in names if n != "Jordan"]
+            rows.append({"line": ex["line"], "mention": ex["mention"], "candidates": names})
+        with open(folder / f"candidates.{split}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    prepare.main(["drin", "--data_dir", str(root), "--dataset", "tiny", "--text_encoder", tiny_dataset["simcse_model"]])
+    return {"data_dir": str(root), "folder": str(folder)}
+
+
+def drin_flags(data, out, *extra):
+    return ["--method", "drin", "--data_dir", data["data_dir"], "--dataset", "tiny", "--ckpt_dir", str(out / "ckpt"),
+            "--log_dir", str(out / "log"), "--hidden", "16", "--train_epoch", "3", "--batch_size", "4", *extra]
+
+
+def test_features_file(drin_dataset):
+    with h5py.File(os.path.join(drin_dataset["folder"], "drin.entities.h5")) as h5:
+        assert h5["text"].shape == (16, 384) and h5["image"].shape == (16, 1024)
+        assert h5["has_image"][()].sum() == 15 and not h5["image"][15].any()  # Israel: no image, zero feature
+    with h5py.File(os.path.join(drin_dataset["folder"], "drin.test.h5")) as h5:
+        assert h5["text"].shape == (3, 384) and h5["image"].shape == (3, 1, 1024)
+        assert h5["lines"][()].tolist() == [1, 2, 3]
+
+
+def test_split_rows_and_gold(drin_dataset):
+    folder = drin_dataset["folder"]
+    entities = EntityTable.load(folder, "tiny")
+    examples = read_split(os.path.join(folder, "test.json"))
+    split = load_split(folder, "tiny", "test", examples, entities, gold_slot=False, training=False)
+    assert split.gold.tolist()[1] == -1 and split.scored == 4
+    batch = make_batch(split, entities, [0, 2])
+    assert batch.entity_text.shape == (2, 4, 384) and batch.mention_image.shape == (2, 1, 1024)
+
+
+def test_train_then_evaluate_both_ways(drin_dataset, tmp_path):
+    import infe
+    import main
+
+    test = main.main(drin_flags(drin_dataset, tmp_path))
+    assert test["examples"] == 3 and test["candidate_handling"] == "leak-free"
+    assert test["hits@1"] <= 100 * 2 / 3  # the third mention's gold is not among its candidates
+    ckpt = tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.pt"
+    assert ckpt.exists() and (tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.test.predictions.jsonl").exists()
+    rows = [json.loads(line) for line in open(tmp_path / "log" / "drin_tiny_tt-ti-it-ii_dynamic.metrics.jsonl")]
+    assert [r["epoch"] for r in rows if "train_loss" in r] == [1, 2, 3]
+
+    again = infe.main(drin_flags(drin_dataset, tmp_path))
+    assert again["hits@1"] == pytest.approx(test["hits@1"]) and again["mrr"] == pytest.approx(test["mrr"], abs=1e-6)
+    faithful = infe.main(drin_flags(drin_dataset, tmp_path, "--gold_slot", "--best_ckpt", str(ckpt)))
+    assert faithful["candidate_handling"] == "gold slot (original)"
+    assert faithful["hits@1_listed"] == pytest.approx(faithful["hits@1"] * 3 / 2)  # WikiDiverse's correction
+    with pytest.raises(SystemExit, match="earlier evaluation"):
+        infe.main(drin_flags(drin_dataset, tmp_path))
+    with pytest.raises(SystemExit, match="another run's results"):
+        main.main(drin_flags(drin_dataset, tmp_path))
+
+
+def test_resume_gives_the_same_model(drin_dataset, tmp_path, monkeypatch):
+    import main
+    from drin import run
+
+    full = main.main(drin_flags(drin_dataset, tmp_path / "a"))
+    real = run.evaluate
+    calls = [0]
+
+    def crashing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:  # during the third epoch's dev evaluation: two epochs are saved
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "evaluate", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        main.main(drin_flags(drin_dataset, tmp_path / "b"))
+    monkeypatch.setattr(run, "evaluate", real)
+    resumed = main.main(drin_flags(drin_dataset, tmp_path / "b", "--resume"))
+    assert resumed["mrr"] == pytest.approx(full["mrr"], abs=1e-6)
+    a = torch.load(tmp_path / "a" / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.pt")["state_dict"]
+    b = torch.load(tmp_path / "b" / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.pt")["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_missing_features_are_named(tiny_dataset, tmp_path):
+    import main
+
+    with pytest.raises(SystemExit, match="drin.entities.h5.*prepare.py drin"):
+        main.main(["--method", "drin", "--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny",
+                   "--ckpt_dir", str(tmp_path / "c"), "--log_dir", str(tmp_path / "l")])

@@ -1,5 +1,6 @@
 """GEMEL's model: a frozen causal LM plus one trained linear layer mapping an image feature to k prefix tokens."""
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,9 @@ class GEMEL(nn.Module):
         self.prefix_length = prefix_length
         self.hidden_size = lm.get_input_embeddings().embedding_dim
         # named `linear` so state_dict keys are weight/bias as in GEMEL's checkpoints; float32 master weights
-        self.linear = nn.Linear(dim_clip, prefix_length * self.hidden_size)
+        with warnings.catch_warnings():  # prefix_length 0 (text only) makes an empty layer, which torch warns about
+            warnings.simplefilter("ignore", UserWarning)
+            self.linear = nn.Linear(dim_clip, prefix_length * self.hidden_size)
         self.linear.to(next(lm.parameters()).device)
 
     def parameter_counts(self):

@@ -89,7 +89,9 @@ def build_parser(description):
     g.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
     g.add_argument("--max_new_tokens", type=int, default=32, help="max length of a generated name in tokens")
     g.add_argument("--num_beams", type=int, default=5, help="beam width of constrained beam search")
-    g.add_argument("--visual_prefix_length", type=int, default=4, help="visual prefix tokens per image")
+    g.add_argument("--visual_prefix_length", type=int, default=4,
+                   help="visual prefix tokens per image; 0: no image in the prompt (text-only GEMEL: nothing is "
+                        "trained, main.py evaluates the frozen LM with its demonstrations)")
     g.add_argument("--dim_clip", type=int, default=1024, help="dimension of the image features")
     g.add_argument("--simcse_model", default=None,
                    help=f"sentence encoder for demonstration retrieval: a short name "
@@ -191,10 +193,15 @@ def finalize(args, parser):
     if args.trie_file is not None and not os.path.isabs(args.trie_file) and not os.path.exists(args.trie_file):
         args.trie_file = os.path.join(args.dataset_dir, args.trie_file)
 
-    for name in ("train_bs", "eval_bs", "num_beams", "max_new_tokens", "accum_iter", "do_eval_steps",
-                 "visual_prefix_length", "dim_clip", "save_steps"):
+    for name in ("train_bs", "eval_bs", "num_beams", "max_new_tokens", "accum_iter", "do_eval_steps", "dim_clip",
+                 "save_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.visual_prefix_length < 0:
+        parser.error(f"--visual_prefix_length must be >= 0, got {args.visual_prefix_length}")
+    if args.visual_prefix_length == 0 and args.train_epoch:
+        print("--visual_prefix_length 0: no visual prefix, so nothing to train (--train_epoch 0)")
+        args.train_epoch = 0
     if args.train_epoch < 0:
         parser.error(f"--train_epoch must be >= 0 (0 evaluates the projector at initialisation), got {args.train_epoch}")
     if args.ICL_examples_num < 0:

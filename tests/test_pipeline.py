@@ -160,3 +160,14 @@ def test_choose_nil_threshold_on_known_scores():
     assert choose_nil_threshold(records) == -2.5  # NIL below it: 3 of 4 right (the lowest of two equal choices)
     records[0]["target"] = "B"
     assert choose_nil_threshold(records) is None  # no NIL line: predicting NIL never helps
+
+
+def test_text_only_gemel_has_nothing_to_train(tiny_dataset, tiny_opt_dir, tmp_path):
+    """--visual_prefix_length 0: prompts without image slots, no training, the frozen LM evaluated as is."""
+    flags = tiny_run_flags(tiny_dataset, tiny_opt_dir, tmp_path, "--visual_prefix_length", "0")
+    result = train_script.main(flags + ["--train_epoch", "2"])
+    state = torch.load(tmp_path / "ckpt" / "tiny-opt0_tiny_linear_0token_2examples.pkl", weights_only=True)
+    assert state["weight"].shape == (0, 1024)
+    rows = [json.loads(line) for line in open(tmp_path / "log" / "tiny-opt0_tiny_linear_0token_2examples.metrics.jsonl")]
+    assert not any("train_loss" in r for r in rows)
+    assert infe.main(flags + ["--predictions_file", str(tmp_path / "p.jsonl")]) == result["test_acc"]

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import io
 import json
@@ -71,11 +70,13 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.append(os.path.join(REPO, "bench"))  # rss.py; the repository root stays first
 
 from evaluation import EvalSettings, evaluate  # noqa: E402
 from experiment import Experiment, Split  # noqa: E402
 from loading import keep_freed_memory_for_reuse, load_tokenizer, pick_dtype, resolve_model  # noqa: E402
 from model import GEMEL  # noqa: E402
+from rss import peak_rss_since_reset, reset_peak_rss  # noqa: E402
 from retrieval import DemonstrationRetriever, MentionEncoder  # noqa: E402
 from trees import read_entity_names  # noqa: E402
 from trie import PrefixTree, genre_nested_dict  # noqa: E402
@@ -319,28 +320,6 @@ def time_alternately(runs, repeats, device):
 
 
 # ----------------------------------------------------------------------------------------------- memory
-
-def _status_kb(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss():
-    """Return freed heap to the OS and reset the kernel's peak-RSS mark; the current RSS in MB."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kb("VmRSS") / 1024
-
-
-def peak_rss_since_reset():
-    return _status_kb("VmHWM") / 1024
-
 
 def memory_phases(eval_bs, train_bs):
     """The (phase, path, batch size) triples measured per configuration."""

@@ -144,24 +144,32 @@ def quiet_transformers():
 
 
 class ClipEncoder:
-    """The pooled output of a CLIP vision tower (dimension 1024 for ViT-L/14), PIL preprocessing."""
+    """The pooled output of an image encoder: a CLIP vision tower (1024-d for ViT-L/14, GEMEL's), or any vision
+    AutoModel with a pooler, e.g. microsoft/resnet-152 (2048-d, DRIN's: its pooler is the mean of the 7x7 regions
+    DRIN averages). PIL preprocessing."""
 
     def __init__(self, name, device):
         import torch
-        from transformers import AutoImageProcessor, CLIPVisionModel
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPVisionModel
 
         self.torch, self.device, self.name = torch, device, name
         with quiet_transformers():
             # the PIL backend matches the preprocessing GEMEL's features were made with, torchvision installed or not
             self.processor = AutoImageProcessor.from_pretrained(name, backend="pil")
-            self.model = CLIPVisionModel.from_pretrained(name, dtype=torch.float32).to(device).eval()
-        self.dim = self.model.config.hidden_size
+            if "clip" in AutoConfig.from_pretrained(name).model_type:
+                self.model = CLIPVisionModel.from_pretrained(name, dtype=torch.float32)
+                self.dim = self.model.config.hidden_size
+            else:
+                self.model = AutoModel.from_pretrained(name, dtype=torch.float32)
+                sizes = getattr(self.model.config, "hidden_sizes", None)  # ResNet-style: the last stage's width
+                self.dim = sizes[-1] if sizes else self.model.config.hidden_size
+            self.model.to(device).eval()
 
     def __call__(self, pixel_values):
         """(B, 3, H, W) numpy -> (B, dim) float32 numpy."""
         with self.torch.no_grad():
             pixels = self.torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device)
-            return self.model(pixel_values=pixels).pooler_output.float().cpu().numpy()
+            return self.model(pixel_values=pixels).pooler_output.flatten(1).float().cpu().numpy()
 
     def encode_image(self, image):
         return self(self.processor(images=image, return_tensors="np")["pixel_values"])[0]

@@ -98,8 +98,9 @@ def add_embedding_flags(p):
 def add_clip_flags(p):
     add_alternatives(p, IMAGE_SOURCES)
     p.add_argument("--clip_model", default=DEFAULT_CLIP_MODEL,
-                   help="CLIP checkpoint (hub id or local folder; a full CLIP or a vision-only model); the feature "
-                        "is the vision tower's pooled output (1024 for ViT-L/14)")
+                   help="image encoder (hub id or local folder): a CLIP (full or vision-only; the feature is the "
+                        "vision tower's pooled output, 1024-d for ViT-L/14, GEMEL's) or another vision model with a "
+                        "pooler, e.g. microsoft/resnet-152 (2048-d, DRIN's image features)")
     p.add_argument("--img_feat", default=DEFAULT_IMG_FEAT, help="HDF5 file of image features in the dataset folder")
     p.add_argument("--clip_batch_size", type=int, default=32, help="images per CLIP forward pass")
     p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),

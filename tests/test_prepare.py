@@ -483,3 +483,26 @@ def test_demo_embeddings_rebuild_to_the_same_demonstrations(tmp_path):
                 assert x == y or (train[x]["mention"] != train[y]["mention"]
                                   and abs(old_scores[i, x] - old_scores[i, y]) <= 2 * score_tol), (
                     f"query {queries[i]['mention']!r}: rebuilt {a} != bundled {b}")
+
+
+def test_resnet_features_are_the_mean_of_drins_regions(dataset, image_folder, tmp_path_factory):
+    """prepare.py clip with a ResNet (DRIN's microsoft/resnet-152 encoder): the stored feature is the pooler output,
+    which is the mean of the 7x7 region states DRIN averages into its mention image vertex."""
+    from PIL import Image
+    from transformers import ResNetConfig, ResNetModel
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-resnet")
+    model = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])).eval()
+    model.save_pretrained(folder)
+    processor = ConvNextImageProcessorPil(size={"shortest_edge": 64}, crop_pct=0.875)  # as resnet-152
+    processor.save_pretrained(folder)
+    prepare.main(["clip", "--data_dir", dataset["data_dir"], "--dataset", dataset["dataset"], "--images",
+                  image_folder, "--clip_model", str(folder), "--img_feat", "resnet.hdf5", "--num_workers", "0"])
+    stored_feature = load_image_features(os.path.join(dataset["folder"], "resnet.hdf5"), ["a.jpg"], 16)[0]
+    with Image.open(os.path.join(image_folder, "a.jpg")) as image:
+        pixels = processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        regions = model(pixel_values=pixels).last_hidden_state.flatten(2).transpose(1, 2)  # (1, H*W, 16)
+    np.testing.assert_allclose(stored_feature, regions.mean(1)[0].numpy(), atol=1e-5)

@@ -83,8 +83,8 @@ def read_captions(path):
 
 
 def mention_span(text, mention):
-    """Character span of the mention's first occurrence (the original's str.index), case aside if need be; None
-    when the text does not contain it."""
+    """Character span of the mention's first occurrence (the original's str.index for WikiMEL; a split line's own
+    `mention_span` [start, end) wins), case aside if need be; None when the text does not contain it."""
     start = text.find(mention)
     if start < 0:
         start = text.lower().find(mention.lower())
@@ -269,7 +269,8 @@ def build_split_features(folder, split, text, space, img_feat, dim_image):
     split_file = os.path.join(folder, f"{split}.json")
     examples = load_split(split_file)
     texts = [ex["text"] for ex in examples]
-    spans = [mention_span(ex["text"], ex["mention"]) for ex in examples]
+    spans = [tuple(ex["mention_span"]) if isinstance(ex.get("mention_span"), list) and len(ex["mention_span"]) == 2
+             else mention_span(ex["text"], ex["mention"]) for ex in examples]
     span_means, fallbacks = text.spans(texts, spans)
     if fallbacks:
         print(f"  {split}: {fallbacks} mention(s) not found in their text (or past {text.max_length} tokens): their "

@@ -99,7 +99,8 @@ def parse_args(argv, description, evaluate=False):
 
 def run_files(args):
     stem = (f"drin_{args.dataset}_{args.edges.replace(',', '-')}_{args.edge_type}"
-            f"{'_vector' if args.vector_edges else ''}{'_goldslot' if args.gold_slot else ''}")
+            f"{'_vector' if args.vector_edges else ''}{'_goldslot' if args.gold_slot else ''}"
+            f"{'' if args.best_dev else '_last'}")
     base = os.path.join(args.ckpt_dir, stem)
     return runs.RunFiles(checkpoint=base + ".pt", config=base + ".json", state=base + ".train_state.pt",
                          test_predictions=base + ".test.predictions.jsonl",
@@ -147,8 +148,8 @@ def evaluate(model, split, entities, args, device):
 
 
 def print_summary(summary):
-    hits = "  ".join(f"H@{k.split('@')[1]} {v:.2f}" for k, v in summary.items()
-                     if k.startswith("hits@") and not k.endswith("_listed"))
+    hits = "  ".join(f"H@{k.split('@')[1]} {v:.2f}" for k, v in summary.items()  # k past the list length = recall
+                     if k.startswith("hits@") and not k.endswith("_listed") and int(k[5:]) <= summary["candidates"])
     print(f"{summary['split']}: {summary['examples']} mentions, {summary['candidate_handling']}: {hits}  "
           f"MRR {summary['mrr']:.4f}  (gold listed for {summary['gold_listed']:.1f} %)")
 

@@ -294,3 +294,24 @@ def test_missing_features_are_named(tiny_dataset, tmp_path):
     with pytest.raises(SystemExit, match="drin.entities.h5.*prepare.py drin"):
         main.main(["--method", "drin", "--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny",
                    "--ckpt_dir", str(tmp_path / "c"), "--log_dir", str(tmp_path / "l")])
+
+
+def test_span_feature_is_the_mean_of_the_span_tokens(minilm_dir):
+    """The mention's text feature averages the token states inside its character span (a split line's own
+    mention_span when given, else the first occurrence), as the original's Avg over [start, end)."""
+    from drin.features import TextEncoder, mention_span
+
+    text = "Paris met Paris Hilton in Paris."
+    encoder = TextEncoder(minilm_dir)
+    assert mention_span(text, "Paris") == (0, 5) and mention_span(text, "paris hilton") == (10, 22)
+    features, fallbacks = encoder.spans([text, text, text], [(0, 5), (26, 31), None])
+    enc = encoder.encoder.tokenizer(text, return_offsets_mapping=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")[0]
+    with torch.no_grad():
+        states = encoder.encoder.model(**enc).last_hidden_state[0]
+    last = [i for i, (a, b) in enumerate(offsets.tolist()) if a >= 26 and b <= 31 and b > a]
+    np.testing.assert_allclose(features[1], states[last].mean(0).numpy(), atol=1e-5)
+    assert not np.allclose(features[0], features[1], atol=1e-3)
+    real = [i for i, (a, b) in enumerate(offsets.tolist()) if b > a]
+    np.testing.assert_allclose(features[2], states[real].mean(0).numpy(), atol=1e-5)  # no span: the sentence
+    assert fallbacks == 1

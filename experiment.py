@@ -81,6 +81,10 @@ def checkpoint_path(args):
 def load_experiment(args, split_names):
     """Everything evaluation and training need: data and tree checked first, then the LM, then demonstrations."""
     device = distributed.local_device(pick_device(args.device))
+    if args.device_map is not None and distributed.world_size() > 1:
+        raise DataError(f"--device_map with {distributed.world_size()} processes: each process would place a whole LM "
+                        f"over the same devices. Run one process with --device_map (an LM too big for one GPU), or N "
+                        f"processes without it (one GPU each)")
     tokenizer = load_tokenizer(args.model_name, args.cache_dir)
     train = load_split(args.data_file["train"])
     if not train:
@@ -108,7 +112,8 @@ def load_experiment(args, split_names):
 
     if device.type == "cpu":
         keep_freed_memory_for_reuse()
-    lm = load_lm(args.model_name, pick_dtype(args.dtype, device), device, args.cache_dir)
+    lm = load_lm(args.model_name, pick_dtype(args.dtype, device), device, args.cache_dir, args.device_map,
+                 args.max_memory, args.offload_folder)
     model = GEMEL(lm, args.dim_clip, args.visual_prefix_length)
     finder = DemonstrationFinder(args, train, train_emb, device) if args.ICL_examples_num > 0 else None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -162,18 +162,73 @@ def load_tokenizer(model_name, cache_dir=None):
     return tokenizer
 
 
-def load_lm(name, dtype, device, cache_dir=None):
-    """A frozen causal LM (any model AutoModelForCausalLM loads); its tokenizer comes from load_tokenizer."""
+def load_lm(name, dtype, device, cache_dir=None, device_map=None, max_memory=None, offload_folder=None):
+    """A frozen causal LM (any model AutoModelForCausalLM loads); its tokenizer comes from load_tokenizer.
+
+    With `device_map`, accelerate places its modules over the devices (and CPU / disk as a last resort) and moves
+    each module's inputs to its device; otherwise the whole LM goes to `device`."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
+    placement = {}
+    if isinstance(device_map, dict):
+        check_device_map(path, device_map, cache_dir)
+    if device_map is not None:
+        placement = {"device_map": device_map, "max_memory": max_memory,
+                     "offload_folder": offload_folder or tempfile.mkdtemp(prefix="gemel-offload-")}
     try:
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, cache_dir=cache_dir).to(device)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, cache_dir=cache_dir, **placement)
     except OSError as error:
         raise DataError(f"cannot load the LM {name!r} ({_first_line(error)})") from None
+    except ValueError as error:  # a device map that names no module of the model, or does not cover it
+        if device_map is None:
+            raise
+        raise DataError(f"--device_map {device_map}: {_first_line(error)}") from None
+    if device_map is None:
+        lm.to(device)
+    else:
+        print(f"LM placed by --device_map: {placement_summary(lm)}")
     lm.eval()
     lm.requires_grad_(False)
     return lm
+
+
+def check_device_map(path, device_map, cache_dir=None):
+    """Refuse, before any weight is read, a map that names a module the LM lacks or leaves a parameter unplaced."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():  # the module tree only, on the meta device
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, cache_dir=cache_dir))
+    modules = dict(skeleton.named_modules())
+    unknown = [k for k in device_map if k not in modules]
+    if unknown:
+        top = ", ".join(n for n in modules if n and n.count(".") <= 2)[:300]
+        raise DataError(f"--device_map: {unknown[0]!r} is not a module of {path} (its modules include: {top}, ...)")
+    unplaced = [n for n, _ in skeleton.named_parameters()
+                if not any(k == "" or n == k or n.startswith(k + ".") for k in device_map)]
+    if unplaced:
+        raise DataError(f"--device_map places no device for {unplaced[0]} ({len(unplaced)} parameter(s) unplaced): "
+                        f"name a module that holds it, or use --device_map auto")
+
+
+def placement_summary(lm):
+    """'cuda:0 12 modules, disk 4 modules' for an LM loaded with a device map."""
+    counts = {}
+    for device in getattr(lm, "hf_device_map", {}).values():
+        counts[str(device)] = counts.get(str(device), 0) + 1
+    return ", ".join(f"{device} {n} module(s)" for device, n in counts.items())
+
+
+def input_device(lm):
+    """Where the LM's input embeddings run: with a device map (offloaded weights sit on `meta`), the device
+    accelerate executes the embedding on; else the embedding weight's device."""
+    embedding = lm.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return embedding.weight.device
 
 
 def _first_line(error):

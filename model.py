@@ -8,6 +8,7 @@ from torch import nn
 
 import decoding
 import fileio
+from loading import input_device
 from safeload import DataError, torch_load
 
 
@@ -24,7 +25,7 @@ class GEMEL(nn.Module):
         with warnings.catch_warnings():  # prefix_length 0 (text only) makes an empty layer, which torch warns about
             warnings.simplefilter("ignore", UserWarning)
             self.linear = nn.Linear(dim_clip, prefix_length * self.hidden_size)
-        self.linear.to(next(lm.parameters()).device)
+        self.linear.to(input_device(lm))  # where the prompt's embeddings are assembled
 
     def parameter_counts(self):
         trainable = sum(p.numel() for p in self.linear.parameters())
@@ -53,8 +54,8 @@ class GEMEL(nn.Module):
         rows, cols = (targets != -100).nonzero(as_tuple=True)  # (N,) each
         with _only_rows_reach_the_head(self.lm, rows, cols):
             out = self.lm(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask.to(device), use_cache=False)
-        logits = out.logits.float()  # (N, V)
-        return F.cross_entropy(logits, targets[rows, cols])
+        logits = out.logits.float()  # (N, V), on the LM head's device (the last one with --device_map)
+        return F.cross_entropy(logits, targets[rows, cols].to(logits.device)).to(device)
 
     @torch.no_grad()
     def generate(self, batch, tree, num_beams, max_new_tokens, method="fast", options=None):
@@ -81,7 +82,8 @@ def _only_rows_reach_the_head(lm, rows, cols):
     after its head (Gemma's soft-capping, Cohere's scale: element-wise) still applies.
     """
     def gather(module, args):
-        return (args[0][rows, cols],) + tuple(args[1:])
+        hidden = args[0]
+        return (hidden[rows.to(hidden.device), cols.to(hidden.device)],) + tuple(args[1:])
 
     handle = lm.get_output_embeddings().register_forward_pre_hook(gather)
     try:

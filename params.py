@@ -87,6 +87,14 @@ def build_parser(description):
     g.add_argument("--dtype", default=None, choices=DTYPES,
                    help="LM dtype (default: float16 on CUDA, float32 on CPU); the projector stays float32")
     g.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
+    g.add_argument("--device_map", default=None,
+                   help="spread the frozen LM over devices with accelerate's big-model placement: auto, balanced, "
+                        "balanced_low_0, sequential, or a JSON object {module name: device} (inline or a .json file); "
+                        "cpu and disk offload are a last resort. One process only (see README, Scaling out)")
+    g.add_argument("--max_memory", default=None,
+                   help="with --device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    g.add_argument("--offload_folder", default=None,
+                   help="with --device_map: folder for the weights placed on `disk` (default: a temporary folder)")
     g.add_argument("--max_new_tokens", type=int, default=32, help="max length of a generated name in tokens")
     g.add_argument("--num_beams", type=int, default=5, help="beam width of constrained beam search")
     g.add_argument("--visual_prefix_length", type=int, default=4,
@@ -219,10 +227,46 @@ def finalize(args, parser):
         parser.error("--nil_threshold dev chooses the threshold on dev's NIL lines: add --keep_nil")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite replaces it: give one of them")
+    args.device_map, args.max_memory = parse_placement(args.device_map, args.max_memory, parser)
     if not args.use_gradient_accumulation:
         args.accum_iter = 1
     args.model_tag = model_tag(args.model_name)
     return args
+
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def parse_placement(device_map, max_memory, parser):
+    """(--device_map as from_pretrained takes it, --max_memory as a dict) or parser errors naming the flag."""
+    import json
+
+    if device_map is not None and device_map not in DEVICE_MAP_STRATEGIES:
+        text = device_map
+        if device_map.endswith(".json"):
+            if not os.path.exists(device_map):
+                parser.error(f"--device_map {device_map}: file not found")
+            with open(device_map, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            device_map = json.loads(text)
+        except json.JSONDecodeError as error:
+            parser.error(f"--device_map: {', '.join(DEVICE_MAP_STRATEGIES)}, or a JSON object {{module: device}}; "
+                         f"got {device_map!r} ({error.msg})")
+        if not isinstance(device_map, dict) or not device_map:
+            parser.error("--device_map: a JSON object {module name: device}, e.g. {\"model.decoder.layers.0\": 0}")
+    if max_memory is None:
+        return device_map, None
+    if device_map is None:
+        parser.error("--max_memory is for --device_map")
+    memory = {}
+    for part in max_memory.split(","):
+        device, _, amount = part.partition("=")
+        device = device.strip()
+        if not amount.strip() or not (device.isdigit() or device in ("cpu", "disk", "mps")):
+            parser.error(f"--max_memory: comma-separated device=amount (e.g. 0=20GiB,cpu=64GiB), got {part!r}")
+        memory[int(device) if device.isdigit() else device] = amount.strip()
+    return device_map, memory
 
 
 def model_tag(model_name):

@@ -239,7 +239,8 @@ def train(args):
     fileio.write_jsonl(files.test_predictions, records)
     metrics.append({"step": progress["epoch"], "test": test, "checkpoint": files.checkpoint})
     metrics.close()
-    print(f"Best dev Hits@1 {progress['best']:.2f} at epoch {progress['best_epoch']}; testing {files.checkpoint}")
+    if progress["best_epoch"] is not None:
+        print(f"Best dev Hits@1 {progress['best']:.2f} at epoch {progress['best_epoch']}; testing {files.checkpoint}")
     print_summary(test)
     return test
 
@@ -248,7 +249,8 @@ def save_checkpoint(model, config, files, progress):
     architecture = {k: config[k] for k in ARCHITECTURE}
     fileio.torch_save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "architecture": architecture}, files.checkpoint)
-    fileio.write_json(files.config, {**config, "best_dev_hits@1": progress["best"],
+    evaluated = progress["best_epoch"] is not None  # --train_epoch 0: no dev evaluation yet
+    fileio.write_json(files.config, {**config, "best_dev_hits@1": progress["best"] if evaluated else None,
                                      "best_epoch": progress["best_epoch"]})
 
 

@@ -315,3 +315,13 @@ def test_span_feature_is_the_mean_of_the_span_tokens(minilm_dir):
     real = [i for i, (a, b) in enumerate(offsets.tolist()) if b > a]
     np.testing.assert_allclose(features[2], states[real].mean(0).numpy(), atol=1e-5)  # no span: the sentence
     assert fallbacks == 1
+
+
+def test_untrained_model_is_evaluated_and_its_config_is_json(drin_dataset, tmp_path):
+    import main
+
+    flags = drin_flags(drin_dataset, tmp_path)
+    flags[flags.index("--train_epoch") + 1] = "0"
+    test = main.main(flags)
+    config = json.loads((tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.json").read_text())
+    assert config["best_dev_hits@1"] is None and config["best_epoch"] is None and test["examples"] == 3

@@ -122,8 +122,8 @@ def resolve_slots(lists, examples, entities, gold_slot, training, source):
         target_row = entities.row.get(ex["target"])
         needs_gold = gold_slot or (training and ex["target"] not in names)
         if needs_gold and target_row is None:
-            raise DataError(f"line {ex['line']} of {ex.get('split', 'the split')}: gold entity {ex['target']!r} is not "
-                            f"in entities.jsonl, so it has no features (add it to the knowledge base)")
+            raise DataError(f"{source}: the gold entity {ex['target']!r} of line {ex['line']} is not in entities.jsonl, "
+                            f"so it has no features (add it to the knowledge base and rerun prepare.py drin)")
         if training and not gold_slot and ex["target"] not in names:
             names[-1] = ex["target"]  # leak-free training: a positive for every mention
         slots[i, :len(names)] = [entities.row[n] for n in names]

@@ -276,9 +276,10 @@ def build_split_features(folder, split, text, space, img_feat, dim_image):
         print(f"  {split}: {fallbacks} mention(s) not found in their text (or past {text.max_length} tokens): their "
               f"text feature is the mean of the whole sentence")
     keys = [image_key(ex) for ex in examples]
+    text_joint = space.texts(texts)
     arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), "text": span_means,
               "image": _image_rows(img_feat, keys, dim_image)[:, None, :],
-              "text_joint": space.texts(texts), "image_joint": _joint_images(space, keys)}
+              "text_joint": text_joint, "image_joint": _joint_images(space, keys, text_joint.shape[1])}
     _write(split_features_path(folder, split), arrays, {"format": FORMAT, "split_sha256": sha256_of(split_file),
                                                         "text_encoder": text.name,
                                                         "img_feat": os.path.basename(img_feat)})

@@ -325,3 +325,68 @@ def test_untrained_model_is_evaluated_and_its_config_is_json(drin_dataset, tmp_p
     test = main.main(flags)
     config = json.loads((tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.json").read_text())
     assert config["best_dev_hits@1"] is None and config["best_epoch"] is None and test["examples"] == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A random CLIP (text and vision towers, projection 8) with a character-level CLIP tokenizer, as a folder."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("tiny-clip-full")
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    text = dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"],
+                pad_token_id=vocab["<|endoftext|>"])
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
+    CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                                         crop_size={"height": 32, "width": 32}),
+                  tokenizer=tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def test_clip_image_text_space(drin_dataset, tiny_clip, tiny_dataset, tmp_path):
+    """--image_text clip: the cross-modal towers are CLIP's projected embeddings of the image files and the texts;
+    a text past 77 tokens is truncated with its end-of-text token kept (the original lost it)."""
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    import prepare
+
+    root = tmp_path / "data"
+    folder = root / "tiny"
+    shutil.copytree(drin_dataset["folder"], folder)
+    (folder / "image_captions.jsonl").unlink()
+    images, rng = tmp_path / "images", np.random.default_rng(0)
+    keys = [json.loads(line)["img_url"] for split in ("train", "dev", "test")
+            for line in open(folder / f"{split}.json", encoding="utf-8")]
+    keys += [e["image"] for e in map(json.loads, open(folder / "entities.jsonl")) if e["image"]]
+    for key in keys:
+        (images / key).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / key)
+    prepare.main(["drin", "--data_dir", str(root), "--dataset", "tiny", "--text_encoder", tiny_dataset["simcse_model"],
+                  "--clip_model", tiny_clip, "--images", str(images)])
+    model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
+    examples = read_split(str(folder / "test.json"))
+    with h5py.File(folder / "drin.test.h5") as h5, torch.no_grad():
+        pixels = processor(images=Image.open(images / examples[0]["img_url"]).convert("RGB"),
+                           return_tensors="pt")["pixel_values"]
+        expected = model.get_image_features(pixel_values=pixels)
+        expected = expected if isinstance(expected, torch.Tensor) else expected.pooler_output
+        np.testing.assert_allclose(h5["image_joint"][0], expected[0].numpy(), atol=1e-5)
+        enc = processor(text=[examples[1]["text"]], return_tensors="pt")
+        expected = model.get_text_features(**enc)
+        expected = expected if isinstance(expected, torch.Tensor) else expected.pooler_output
+        np.testing.assert_allclose(h5["text_joint"][1], expected[0].numpy(), atol=1e-5)
+    from drin.features import ClipSpace
+    ids = processor(text=["word " * 100], padding=True, truncation=True, max_length=77)["input_ids"][0]
+    assert len(ids) == 77 and ids[-1] == processor.tokenizer.eos_token_id
+    assert ClipSpace(tiny_clip, {}).texts(["word " * 100]).shape == (1, 8)
+    entities = EntityTable.load(str(folder), "tiny")
+    assert entities.image_joint.shape == (16, 8) and not entities.image_joint[15].any()  # Israel: no image

@@ -20,7 +20,8 @@ from utils import DataError
 # done after training. Every other flag shapes the run (its data, model, schedule or model selection).
 MAY_CHANGE_ON_RESUME = {"resume", "overwrite", "device", "cache_dir", "data_dir", "log_dir", "ckpt_dir", "eval_bs",
                         "share_prompt", "do_test", "save_steps", "best_ckpt", "predictions_file", "dataset_dir",
-                        "data_file", "split", "report_to", "method"}
+                        "data_file", "split", "report_to", "method", "device_map", "max_memory",
+                        "offload_folder"}
 PATH_FLAGS = {"img_feat", "ment_embed_file", "trie_file"}  # compared by file name: the folder may move
 
 

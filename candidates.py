@@ -23,11 +23,12 @@ def candidates_path(dataset_dir, split):
 
 # ----------------------------------------------------------------------------- reading
 
-def read_candidates(path, examples):
+def read_candidates(path, examples, alternative="or drop --use_candidates"):
     """{split line: [names, best first]} for every example of the split, checked line by line."""
     if not os.path.exists(path):
+        dataset = os.path.basename(os.path.dirname(os.path.abspath(path)))
         raise DataError(f"{path}: candidate file not found. Build it with `python prepare.py candidates --dataset "
-                        f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}`, or drop --use_candidates")
+                        f"{dataset}`, {alternative}")
     found = {}
     for number, row in read_jsonl_objects(path):
         names = row.get("candidates")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from candidates import candidates_path, read_candidates
-from drin.features import FORMAT, entity_features_path, sha256_of, split_features_path
+from drin.features import ENTITIES_FILE, FORMAT, entity_features_path, sha256_of, split_features_path
 from drin.model import DrinBatch
 from utils import DataError
 
@@ -62,7 +62,12 @@ class EntityTable:
 
     @classmethod
     def load(cls, folder, dataset):
-        arrays, _ = _read_h5(entity_features_path(folder), "entity", dataset)
+        path = entity_features_path(folder)
+        arrays, attrs = _read_h5(path, "entity", dataset)
+        source = os.path.join(folder, ENTITIES_FILE)
+        if os.path.exists(source) and attrs.get("entities_sha256") != sha256_of(source):
+            raise DataError(f"{path}: built from another version of {source}; rebuild it with "
+                            f"`{PREPARE.format(dataset=dataset)}`")
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in arrays["names"]]
         t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k not in ("names", "has_image")}
         image = t["image"].mean(-2) if t["image"].dim() == 3 else t["image"]
@@ -97,7 +102,8 @@ def load_split(folder, dataset, split, examples, entities, gold_slot, training, 
     if arrays["lines"].tolist() != [ex["line"] for ex in examples]:
         raise DataError(f"{path}: its rows are not the non-NIL lines of {split_file}; rebuild it with "
                         f"`{PREPARE.format(dataset=dataset)}`")
-    lists = read_candidates(candidates_path(folder, split), examples)
+    lists = read_candidates(candidates_path(folder, split), examples,
+                            alternative="or convert DRIN's released lists (python -m drin.released)")
     if max_candidates:
         lists = {line: names[:max_candidates] for line, names in lists.items()}
     slots, gold = resolve_slots(lists, examples, entities, gold_slot, training, candidates_path(folder, split))
@@ -122,8 +128,9 @@ def resolve_slots(lists, examples, entities, gold_slot, training, source):
         target_row = entities.row.get(ex["target"])
         needs_gold = gold_slot or (training and ex["target"] not in names)
         if needs_gold and target_row is None:
-            raise DataError(f"{source}: the gold entity {ex['target']!r} of line {ex['line']} is not in entities.jsonl, "
-                            f"so it has no features (add it to the knowledge base and rerun prepare.py drin)")
+            raise DataError(f"{source}: the gold entity {ex['target']!r} of line {ex['line']} is not in "
+                            f"entities.jsonl, so it has no features (add it to the knowledge base and rerun prepare.py "
+                            f"drin)")
         if training and not gold_slot and ex["target"] not in names:
             names[-1] = ex["target"]  # leak-free training: a positive for every mention
         slots[i, :len(names)] = [entities.row[n] for n in names]

@@ -200,7 +200,8 @@ class ClipSpace:
 
 
 def _embeddings(output):
-    tensor = output if isinstance(output, torch.Tensor) else output.pooler_output  # transformers 5 returns a model output
+    # transformers 5 returns a model output whose pooler_output is the projected embedding
+    tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
     return tensor.float().cpu().numpy()
 
 

@@ -390,3 +390,55 @@ def test_clip_image_text_space(drin_dataset, tiny_clip, tiny_dataset, tmp_path):
     assert ClipSpace(tiny_clip, {}).texts(["word " * 100]).shape == (1, 8)
     entities = EntityTable.load(str(folder), "tiny")
     assert entities.image_joint.shape == (16, 8) and not entities.image_joint[15].any()  # Israel: no image
+
+
+def test_wikimel_entity_pooling(minilm_dir):
+    """--entity_pooling wikimel: the vertex gets the mean of the tokens between [CLS] and [SEP], the tt edge [CLS]."""
+    from drin.features import TextEncoder
+
+    encoder = TextEncoder(minilm_dir)
+    texts = ["Paris: capital of France", "Jordan River: a river in the Middle East, flowing into the Dead Sea"]
+    means, cls = encoder.wikimel_entities(texts)
+    for row, text in enumerate(texts):
+        enc = encoder.encoder.tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            states = encoder.encoder.model(**enc).last_hidden_state[0]
+        np.testing.assert_allclose(means[row], states[1:-1].mean(0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(cls[row], states[0].numpy(), atol=1e-5)
+
+
+def test_stored_detector_objects_feed_the_ii_edge(drin_dataset, tmp_path):
+    """Object crops and scores stored in the feature files (e.g. from DRIN's detector) replace the whole image."""
+    root = tmp_path / "data"
+    folder = root / "tiny"
+    shutil.copytree(drin_dataset["folder"], folder)
+    rng = np.random.default_rng(0)
+    with h5py.File(folder / "drin.entities.h5", "a") as h5:
+        h5["objects"] = rng.standard_normal((16, 1, 1024)).astype(np.float32)
+        h5["object_scores"] = rng.random((16, 1)).astype(np.float32)
+    with h5py.File(folder / "drin.test.h5", "a") as h5:
+        h5["objects"] = rng.standard_normal((3, 3, 1024)).astype(np.float32)
+        h5["object_scores"] = rng.random((3, 3)).astype(np.float32)
+    entities = EntityTable.load(str(folder), "tiny")
+    split = load_split(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)
+    batch = make_batch(split, entities, [0, 1, 2])
+    assert batch.mention_objects.shape == (3, 3, 1024) and batch.entity_objects.shape == (3, 4, 1, 1024)
+    s, t = batch.mention_object_scores[0], batch.entity_object_scores[0, 2]
+    cos = F.cosine_similarity(batch.mention_objects[0], batch.entity_objects[0, 2], dim=-1)  # (3,)
+    expected = float((s * t[0] * cos).sum() / (s.sum() * t[0] + 1e-9))
+    assert initial_edges(batch)["ii"][0, 2].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_stale_or_missing_inputs_are_named(drin_dataset, tmp_path):
+    root = tmp_path / "data"
+    folder = root / "tiny"
+    shutil.copytree(drin_dataset["folder"], folder)
+    with open(folder / "entities.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"name": "Texas", "description": "a state", "image": None}) + "\n")
+    with pytest.raises(DataError, match="built from another version of .*entities.jsonl"):
+        EntityTable.load(str(folder), "tiny")
+    (folder / "entities.jsonl").unlink()  # without the source file the features are taken as they are
+    entities = EntityTable.load(str(folder), "tiny")
+    (folder / "candidates.test.jsonl").unlink()
+    with pytest.raises(DataError, match="prepare.py candidates --dataset tiny`, or convert DRIN's released"):
+        load_split(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)

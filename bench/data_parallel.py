@@ -15,6 +15,7 @@ import argparse
 import filecmp
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,12 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "data_parallel.json"))
     p.add_argument("infe_flags", nargs="*", help="flags for infe.py (after --)")
     return p.parse_args(argv)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run(command, threads, predictions):
@@ -58,7 +65,7 @@ def main(argv=None):
         single_file, parallel_file = os.path.join(tmp, "single.jsonl"), os.path.join(tmp, "parallel.jsonl")
         single = run([sys.executable, "infe.py", *args.infe_flags], cores, single_file)
         parallel = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
-                        "infe.py", *args.infe_flags], per_process, parallel_file)
+                        "--master_port", str(free_port()), "infe.py", *args.infe_flags], per_process, parallel_file)
         identical = filecmp.cmp(single_file, parallel_file, shallow=False)
     result = {"cpu_count": cores, "nproc": args.nproc, "single": single, "data_parallel": parallel,
               "predictions_identical": identical, "wall_speedup": single["wall_s"] / parallel["wall_s"],

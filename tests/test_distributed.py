@@ -183,3 +183,17 @@ def test_a_two_process_run_resumes_after_a_crash(tmp_path, tiny_dataset, model_d
     proc = ok(launch("torchrun", "main.py", argv + ["--resume"]))
     assert proc.stdout.count("Resumed from") == 1
     assert_same_run(single_run[0], multi)
+
+
+def test_data_parallel_benchmark_reports_identical_predictions(tiny_dataset, model_dir, tmp_path):
+    """bench/data_parallel.py end to end on the tiny OPT: one process against torchrun's two, same predictions."""
+    train_script.main(flags(tiny_dataset, model_dir, tmp_path, "--train_epoch", "0"))
+    spec = importlib.util.spec_from_file_location("bench_data_parallel",
+                                                  os.path.join(REPO, "bench", "data_parallel.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--out", str(tmp_path / "dp.json"), "--",
+                         *flags(tiny_dataset, model_dir, tmp_path, "--split", "dev")])
+    assert result["predictions_identical"] and result["single"]["examples"] == 4
+    assert result["single"]["accuracy"] == result["data_parallel"]["accuracy"]
+    assert json.loads((tmp_path / "dp.json").read_text())["nproc"] == 2

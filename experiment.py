@@ -4,7 +4,6 @@ image features, the prefix tree, and where a run's checkpoint lives. main.py and
 Every input is read and checked before the LM is loaded, so that a bad file fails in seconds with one line that names
 it and says what to do (run_script turns a DataError into that line).
 """
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,11 +70,7 @@ def run_script(body, args):
 
 def checkpoint_path(args):
     """The checkpoint a run writes (GEMEL's file name in --ckpt_dir), or --best_ckpt: a path or a name in --ckpt_dir."""
-    if args.best_ckpt is None:
-        return runs.RunFiles.of(args).checkpoint
-    if os.path.exists(args.best_ckpt) or os.path.isabs(args.best_ckpt):
-        return args.best_ckpt
-    return os.path.join(args.ckpt_dir, args.best_ckpt)
+    return runs.resolve_checkpoint(args.best_ckpt, args.ckpt_dir, runs.RunFiles.of(args).checkpoint)
 
 
 def load_experiment(args, split_names):

@@ -30,11 +30,6 @@ def predictions_path(args, ckpt):
     return args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}.predictions.jsonl"
 
 
-def summary_path(predictions):
-    """Accuracy, Hits@k, MRR and throughput as JSON, beside the predictions."""
-    return os.path.splitext(predictions)[0] + ".summary.json"
-
-
 def run(args):
     distributed.setup(args.device)  # N processes under accelerate launch / torchrun; nothing in one process
     set_seed(args.random_seed)
@@ -45,7 +40,8 @@ def run(args):
     runs.check_checkpoint_config(ckpt, args)
     state = read_checkpoint(ckpt)
     out = predictions_path(args, ckpt)
-    distributed.on_main(lambda: check_output(out, args))  # the process that writes checks; a failure stops all
+    # the process that writes checks; a failure stops all
+    distributed.on_main(lambda: runs.check_predictions_output(out, args.overwrite))
     settings = EvalSettings.from_args(args)
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
@@ -58,17 +54,10 @@ def run(args):
     result = evaluate(exp, exp.splits[args.split], settings)  # every process gets all records, in order
     if distributed.is_main():
         fileio.write_jsonl(out, result.records)
-        fileio.write_json(summary_path(out), {"checkpoint": ckpt, "split": args.split,
+        fileio.write_json(runs.summary_path(out), {"checkpoint": ckpt, "split": args.split,
                                               "nil_threshold": settings.nil_threshold, **result.summary})
-        print(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_path(out)}")
+        print(f"Wrote {len(result.records)} predictions to {out} and the summary to {runs.summary_path(out)}")
     return result.accuracy
-
-
-def check_output(out, args):
-    if (os.path.exists(out) or os.path.exists(summary_path(out))) and not args.overwrite:
-        raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
-                        f"--predictions_file <another file>")
-    fileio.check_writable(out, "--predictions_file")
 
 
 def main(argv=None):

@@ -54,9 +54,9 @@ class MentionEncoder:
         self.device = device
 
     @torch.no_grad()
-    def encode(self, texts, batch_size=128, progress=False):
+    def encode(self, texts, batch_size=128, progress=False, desc="embed mentions"):
         out = []
-        for start in tqdm(range(0, len(texts), batch_size), desc="embed mentions", disable=not progress):
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress):
             enc = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
                                  return_tensors="pt").to(self.device)
             hidden = self.model(**enc, return_dict=True)

@@ -45,6 +45,28 @@ class RunFiles:
         return [path for path in vars(self).values() if os.path.exists(path)]
 
 
+def resolve_checkpoint(best_ckpt, ckpt_dir, default):
+    """--best_ckpt as a path or a file name in --ckpt_dir; `default` (the run's own checkpoint) when not given."""
+    if best_ckpt is None:
+        return default
+    if os.path.exists(best_ckpt) or os.path.isabs(best_ckpt):
+        return best_ckpt
+    return os.path.join(ckpt_dir, best_ckpt)
+
+
+def summary_path(predictions):
+    """An evaluation's summary (accuracy or Hits@k, MRR, throughput) as JSON, beside its predictions."""
+    return os.path.splitext(predictions)[0] + ".summary.json"
+
+
+def check_predictions_output(out, overwrite):
+    """An evaluation never replaces earlier predictions (or their summary) unless told --overwrite."""
+    if (os.path.exists(out) or os.path.exists(summary_path(out))) and not overwrite:
+        raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, or "
+                        f"--predictions_file <another file>")
+    fileio.check_writable(out, "--predictions_file")
+
+
 def run_config(args):
     """The flags as JSON-able values (the config written beside the checkpoint and into the training state)."""
     return {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None), dict))}
@@ -90,7 +112,8 @@ def check_resume(saved_config, args, state_file):
 def save_state(path, trained, optimizer, scheduler, progress, config):
     """`trained`: the module whose parameters are trained (GEMEL's projector `linear`, or all of DRIN)."""
     fileio.torch_save({"linear": trained.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict() if scheduler is not None else {}, "progress": dict(progress), "config": config,
+                       "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                       "progress": dict(progress), "config": config,
                        "torch_rng": torch.get_rng_state(),
                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, path)
 

@@ -104,9 +104,7 @@ class TextEncoder:
 
     def sentences(self, texts, batch_size=64, desc="encode texts"):
         """(N, D) sentence vectors with the encoder's own pooling (pooler output, or the mean of tokens)."""
-        out = [self.encoder.encode(texts[i:i + batch_size]) for i in
-               tqdm(range(0, len(texts), batch_size), desc=desc, disable=len(texts) <= batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return self.encoder.encode(texts, batch_size, progress=len(texts) > batch_size, desc=desc)
 
     @torch.no_grad()
     def spans(self, texts, spans, batch_size=64):
@@ -207,27 +205,15 @@ def _embeddings(output):
 
 # ----------------------------------------------------------------------------- building (prepare.py drin)
 
-def _image_rows(img_feat, keys, dim):
-    """(len(keys), dim) image features; a None key (no image) gets zeros, the original's blank default image."""
+def _per_key(keys, compute, width):
+    """(len(keys), width) rows: compute(distinct keys) spread back over `keys`; a None key (no image) gets zeros, the
+    original's blank default image."""
     known = [k for k in dict.fromkeys(keys) if k is not None]
-    feats = load_image_features(img_feat, known, dim) if known else np.zeros((0, dim), np.float32)
-    row = {k: i for i, k in enumerate(known)}
-    out = np.zeros((len(keys), dim), np.float32)
-    for i, key in enumerate(keys):
-        if key is not None:
-            out[i] = feats[row[key]]
-    return out
-
-
-def _joint_images(space, keys, dim=None):
-    known = [k for k in dict.fromkeys(keys) if k is not None]
-    vectors = space.images(known) if known else None
-    width = vectors.shape[1] if vectors is not None else dim
     out = np.zeros((len(keys), width), np.float32)
-    row = {k: i for i, k in enumerate(known)}
-    for i, key in enumerate(keys):
-        if key is not None:
-            out[i] = vectors[row[key]]
+    if known:
+        vectors, row = compute(known), {k: i for i, k in enumerate(known)}
+        rows = [i for i, k in enumerate(keys) if k is not None]
+        out[rows] = vectors[[row[keys[i]] for i in rows]]
     return out
 
 
@@ -257,8 +243,8 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
     images = [e["image"] for e in entities]
     text_joint = space.texts(texts)
     arrays = {"names": np.array([e["name"] for e in entities], dtype=object), "text": vertex, "text_edge": edge,
-              "image": _image_rows(img_feat, images, dim_image),
-              "text_joint": text_joint, "image_joint": _joint_images(space, images, text_joint.shape[1]),
+              "image": _per_key(images, lambda keys: load_image_features(img_feat, keys, dim_image), dim_image),
+              "text_joint": text_joint, "image_joint": _per_key(images, space.images, text_joint.shape[1]),
               "has_image": np.array([k is not None for k in images])}
     _write(entity_features_path(folder), arrays, {"format": FORMAT, "entities_sha256": sha256_of(path),
                                                    "text_encoder": text.name, "pooling": pooling,
@@ -278,9 +264,10 @@ def build_split_features(folder, split, text, space, img_feat, dim_image):
               f"text feature is the mean of the whole sentence")
     keys = [image_key(ex) for ex in examples]
     text_joint = space.texts(texts)
+    image = _per_key(keys, lambda known: load_image_features(img_feat, known, dim_image), dim_image)
     arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), "text": span_means,
-              "image": _image_rows(img_feat, keys, dim_image)[:, None, :],
-              "text_joint": text_joint, "image_joint": _joint_images(space, keys, text_joint.shape[1])}
+              "image": image[:, None, :],  # one region: a pooled feature
+              "text_joint": text_joint, "image_joint": _per_key(keys, space.images, text_joint.shape[1])}
     _write(split_features_path(folder, split), arrays, {"format": FORMAT, "split_sha256": sha256_of(split_file),
                                                         "text_encoder": text.name,
                                                         "img_feat": os.path.basename(img_feat)})

@@ -88,9 +88,13 @@ def ranked_scores(n):
 
 # ----------------------------------------------------------------------------- reading
 
-def _load_json(path, kind):
+def _require(path):
     if not os.path.exists(path):
         raise DataError(f"{path}: not found; put DRIN's raw release there (readme.md, Raw Data) or fix the folder")
+
+
+def _load_json(path, kind):
+    _require(path)
     with open(path, encoding="utf-8") as f:
         try:
             data = json.load(f)
@@ -122,8 +126,7 @@ def _file_index(folder):
 
 def read_entity_images(path):
     """{title: [image URLs]} of wikipedia_entity2imgs.tsv (a header line, then `title@@@@url[AND]url...`)."""
-    if not os.path.exists(path):
-        raise DataError(f"{path}: not found; put DRIN's raw release there (readme.md, Raw Data)")
+    _require(path)
     images = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -266,8 +269,7 @@ def convert_wikidiverse(raw_dir, out_dir, overwrite=False):
 
 def read_wikimel_candidates(path):
     """{mention id: [QIDs, best first]} of top100/candidates-answer.tsv (`id<TAB>QID<TAB>QID...`)."""
-    if not os.path.exists(path):
-        raise DataError(f"{path}: not found; put DRIN's raw release there (readme.md, Raw Data)")
+    _require(path)
     lists = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):

@@ -9,7 +9,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import set_seed
@@ -274,20 +273,15 @@ def load_checkpoint(model, path, saved=None):
 # ----------------------------------------------------------------------------- evaluation script
 
 def evaluate_checkpoint(args):
-    files = run_files(args)
-    ckpt = files.checkpoint if args.best_ckpt is None else (
-        args.best_ckpt if os.path.exists(args.best_ckpt) else os.path.join(args.ckpt_dir, args.best_ckpt))
+    ckpt = runs.resolve_checkpoint(args.best_ckpt, args.ckpt_dir, run_files(args).checkpoint)
     if not os.path.exists(ckpt):
         raise DataError(f"{ckpt}: checkpoint not found; train one with `python main.py --method drin` (same flags) "
                         f"or pass --best_ckpt")
     saved = read_checkpoint(ckpt)
     handling = "goldslot" if args.gold_slot else "leakfree"
     out = args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}.{handling}.predictions.jsonl"
-    summary_file = os.path.splitext(out)[0] + ".summary.json"
-    if (os.path.exists(out) or os.path.exists(summary_file)) and not args.overwrite:
-        raise DataError(f"{out}: predictions of an earlier evaluation are there; pass --overwrite to replace them, "
-                        f"or --predictions_file <another file>")
-    fileio.check_writable(out, "--predictions_file")
+    summary_file = runs.summary_path(out)
+    runs.check_predictions_output(out, args.overwrite)
     device = pick_device(args.device)
     entities, data = load_data(args, [args.split], training=False)
     model = make_model(entities, saved["architecture"]).to(device)

@@ -1,71 +1,60 @@
-"""Evaluate a GEMEL checkpoint: constrained generation of entity names, accuracy, per-example predictions.
+"""Evaluate a checkpoint on a split: per-example predictions (JSONL) and a summary (JSON) beside it.
 
     python infe.py                                   # the demo checkpoint written by `python main.py`
     python infe.py --dataset wikidiverse --model_name opt-6.7b \
         --best_ckpt opt-6.7b_wikidiverse_linear_4token_16examples_82_77.pkl
-    python infe.py --method drin                     # a DRIN checkpoint (drin/run.py)
-    torchrun --nproc_per_node 2 infe.py              # data parallel: see distributed.py and README "Scaling out"
+    python infe.py --method drin                     # a DRIN checkpoint (mel/drin/run.py)
+    torchrun --nproc_per_node 2 infe.py              # data parallel: docs/scaling-out.md
 """
 import dataclasses
-import os
 
 from transformers import set_seed
 
-import distributed
-import fileio
 import params
-import runs
-from evaluation import EvalSettings, evaluate, nil_threshold_on_dev
-from experiment import checkpoint_path, load_experiment, run_script
-from model import load_checkpoint, read_checkpoint
-from utils import DataError
+from mel.drin.run import evaluate_drin
+from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
+from mel.gemel.experiment import load_experiment
+from mel.io.atomic import write_json, write_jsonl
+from mel.runs import files as runs
+from mel.runs.checkpoints import load_projector_checkpoint, read_projector_checkpoint
+from mel.runs.logs import project_logger
+from mel.runs.processes import Processes
 
-
-def add_infe_flags(parser):
-    parser.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split to evaluate")
-
-
-def predictions_path(args, ckpt):
-    """--predictions_file, or one beside the checkpoint that main.py's own test predictions never use."""
-    return args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}.predictions.jsonl"
+logger = project_logger("infe")
 
 
 def run(args):
-    distributed.setup(args.device)  # N processes under accelerate launch / torchrun; nothing in one process
+    with Processes.start(args.device) as processes:  # N processes under accelerate launch / torchrun
+        return evaluate_checkpoint(args, processes)
+
+
+def evaluate_checkpoint(args, processes):
     set_seed(args.random_seed)
-    ckpt = checkpoint_path(args)
-    if not os.path.exists(ckpt):
-        raise DataError(f"{ckpt}: checkpoint not found; train one with `python main.py` (same flags) or pass "
-                        f"--best_ckpt")
+    ckpt = runs.find_checkpoint(args)
     runs.check_checkpoint_config(ckpt, args)
-    state = read_checkpoint(ckpt)
-    out = predictions_path(args, ckpt)
+    state = read_projector_checkpoint(ckpt)
     # the process that writes checks; a failure stops all
-    distributed.on_main(lambda: runs.check_predictions_output(out, args.overwrite))
+    out, summary_file = processes.on_main(lambda: runs.evaluation_outputs(args, ckpt)) or (None, None)
     settings = EvalSettings.from_args(args)
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
     exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if args.nil_threshold == "dev" else
-                                                   [args.split])))
-    load_checkpoint(exp.model, ckpt, state)
-    print(f"Loaded {ckpt}")
+                                                   [args.split])), processes)
+    load_projector_checkpoint(exp.model.linear, ckpt, state)
+    logger.info(f"Loaded {ckpt}")
     if args.nil_threshold == "dev":
         settings = nil_threshold_on_dev(exp, settings)
     result = evaluate(exp, exp.splits[args.split], settings)  # every process gets all records, in order
-    if distributed.is_main():
-        fileio.write_jsonl(out, result.records)
-        fileio.write_json(runs.summary_path(out), {"checkpoint": ckpt, "split": args.split,
-                                              "nil_threshold": settings.nil_threshold, **result.summary})
-        print(f"Wrote {len(result.records)} predictions to {out} and the summary to {runs.summary_path(out)}")
+    if processes.is_main:
+        write_jsonl(out, result.records)
+        write_json(summary_file, {"checkpoint": ckpt, "split": args.split, "nil_threshold": settings.nil_threshold,
+                                  **result.summary})
+        logger.info(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_file}")
     return result.accuracy
 
 
 def main(argv=None):
-    if params.method_of(argv) == "drin":
-        from drin.run import evaluate_main
-        return evaluate_main(argv)
-    args = params.parse_args(argv, description="Evaluate a GEMEL checkpoint", extra=add_infe_flags)
-    return run_script(run, args)
+    return params.run_script("evaluate", {"gemel": run, "drin": evaluate_drin}, argv)
 
 
 if __name__ == "__main__":

@@ -23,28 +23,17 @@ import os
 import numpy as np
 from transformers import set_seed
 
-import fileio
 import params
-import runs
-from evaluation import EvalSettings, decode, predicts_nil
-from experiment import checkpoint_path, load_experiment, run_script
-from model import load_checkpoint, read_checkpoint
-from utils import DataError, load_image_features, read_jsonl_objects
+from mel.errors import DataError
+from mel.gemel.evaluation import EvalSettings, decode, predicts_nil
+from mel.gemel.experiment import load_experiment
+from mel.io.atomic import write_jsonl
+from mel.io.datasets import load_image_features, read_jsonl_objects
+from mel.runs import files as runs
+from mel.runs.checkpoints import load_projector_checkpoint, read_projector_checkpoint
+from mel.runs.logs import project_logger
 
-
-def add_link_flags(parser):
-    g = parser.add_argument_group("linking")
-    g.add_argument("--text", default=None, help="the text of one mention to link")
-    g.add_argument("--mention", default=None, help="the mention: a substring of --text")
-    g.add_argument("--mention_span", type=int, nargs=2, default=None, metavar=("START", "END"),
-                   help="the mention as [START, END) character offsets into --text")
-    g.add_argument("--image", default=None, help="an image file; its feature is computed with --clip_model")
-    g.add_argument("--image_key", default=None, help="a key of the dataset's image feature file (--img_feat)")
-    g.add_argument("--input", default=None, help="JSON lines to link (see the module docstring for the fields)")
-    g.add_argument("--output", default=None, help="JSON lines of linked mentions (default: <input>.linked.jsonl)")
-    g.add_argument("--top_k", type=int, default=None, help="entities kept per mention (default: --num_beams)")
-    g.add_argument("--clip_model", default="openai/clip-vit-large-patch14",
-                   help="CLIP model for --image / `image` fields (as `prepare.py clip`)")
+logger = project_logger("link")
 
 
 # ----------------------------------------------------------------------------- reading the input
@@ -103,8 +92,8 @@ def image_features(rows, args, base):
                                               args.dim_clip)
     files = [i for i, row in enumerate(rows) if row.get("image") is not None and row.get("image_key") is None]
     if files:
-        from clip_features import ClipEncoder, load_image
-        from loading import pick_device
+        from mel.images.clip import ClipEncoder, load_image
+        from mel.models.loading import pick_device
 
         encoder = ClipEncoder(args.clip_model, pick_device(args.device))
         if encoder.dim != args.dim_clip:
@@ -131,21 +120,19 @@ def run(args):
     output = None
     if args.input is not None:
         output = args.output or os.path.splitext(args.input)[0] + ".linked.jsonl"
-        if os.path.exists(output) and not args.overwrite:
-            raise DataError(f"{output}: exists; pass --overwrite to replace it, or --output <another file>")
-        fileio.check_writable(output, "--output")
-    ckpt = checkpoint_path(args)
+        runs.claim_output(output, args.overwrite, "--output", "an earlier output of link.py")
+    ckpt = runs.find_checkpoint(args)
     runs.check_checkpoint_config(ckpt, args)
     if args.nil_threshold == "dev":
         raise DataError("link.py has no gold labels to choose a NIL threshold on: give a number or checkpoint")
     settings = EvalSettings.from_args(args, show_examples=0)
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
-    state = read_checkpoint(ckpt)
+    state = read_projector_checkpoint(ckpt)
     images = image_features(rows, args, base)
 
     exp = load_experiment(args, [])
-    load_checkpoint(exp.model, ckpt, state)
+    load_projector_checkpoint(exp.model.linear, ckpt, state)
     candidates = {ex["line"]: ex["candidates"] for ex in examples} if all(with_candidates) else None
     split = exp.make_split("input", examples, images, candidates)
     top_k = args.top_k or args.num_beams
@@ -158,8 +145,8 @@ def run(args):
             if settings.nil_threshold is not None:  # the NIL decision: no entity of the KB fits well enough
                 linked[i]["nil"] = predicts_nil(entities[0]["score"], settings.nil_threshold)
     if output is not None:
-        fileio.write_jsonl(output, linked)
-        print(f"Linked {len(linked)} mentions: {output}")
+        write_jsonl(output, linked)
+        logger.info(f"Linked {len(linked)} mentions: {output}")
     else:
         for row in linked:
             print(json.dumps(row, ensure_ascii=False))
@@ -167,11 +154,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = params.parse_args(argv, description="Link mentions of new text with a GEMEL checkpoint",
-                             extra=add_link_flags)
-    if args.top_k is not None and not 1 <= args.top_k <= args.num_beams:
-        raise SystemExit(f"error: --top_k must be between 1 and --num_beams ({args.num_beams})")
-    return run_script(run, args)
+    return params.run_script("link", {"gemel": run}, argv)
 
 
 if __name__ == "__main__":

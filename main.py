@@ -2,12 +2,11 @@
 
     python main.py                                   # the bundled offline demo (SmolLM2-135M, MiniLM)
     python main.py --dataset wikidiverse             # the paper's setting (OPT-6.7B, SimCSE, 16 demonstrations)
-    python main.py --method drin                     # DRIN, the candidate reranker (drin/run.py)
-    torchrun --nproc_per_node 2 main.py              # data parallel: see distributed.py and README "Scaling out"
+    python main.py --method drin                     # DRIN, the candidate reranker (mel/drin/run.py)
+    torchrun --nproc_per_node 2 main.py              # data parallel: docs/scaling-out.md
 """
 import json
 import math
-import os
 import time
 
 import numpy as np
@@ -15,14 +14,20 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-import distributed
-import fileio
 import params
-import runs
-from evaluation import EvalSettings, evaluate, nil_threshold_on_dev
-from experiment import load_experiment, run_script
-from model import load_checkpoint, save_checkpoint
-from utils import DataError, length_bucketed_batches
+from mel.drin.run import train_drin
+from mel.errors import DataError
+from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
+from mel.gemel.experiment import load_experiment
+from mel.io.atomic import write_json, write_jsonl
+from mel.runs import files as runs
+from mel.runs.checkpoints import load_projector_checkpoint, save_projector_checkpoint
+from mel.runs.logs import project_logger
+from mel.runs.metrics import MetricsLog, check_tracker, start_tracker
+from mel.runs.processes import Processes
+from utils import length_bucketed_batches
+
+logger = project_logger("main")
 
 
 def make_optimizer(model, args, micro_steps_per_epoch):
@@ -42,30 +47,23 @@ def make_optimizer(model, args, micro_steps_per_epoch):
 
 
 def train(args, exp, files, tracker=None):
-    model, builder, split = exp.model, exp.builder, exp.splits["train"]
-    main_process = distributed.is_main()  # the one that writes files; with N processes all train in lockstep
+    model, builder, split, processes = exp.model, exp.builder, exp.splits["train"], exp.processes
+    main_process = processes.is_main  # the one that writes files; with N processes all train in lockstep
     settings = EvalSettings.from_args(args)
     lengths = [builder.prompt_length(ex, d, with_target=True) for ex, d in zip(split.examples, split.demos)]
     micro_per_epoch = math.ceil(len(lengths) / args.train_bs)
     optimizer, scheduler = make_optimizer(model, args, micro_per_epoch)
-    metrics = runs.MetricsLog(files.metrics, tracker)
+    metrics = MetricsLog(files.metrics, tracker)
     config = runs.run_config(args)
     state = {"global_step": 0, "epoch": 0, "batch": 0, "best_acc": float("-inf"), "best_step": None,
              "loss_sum": 0.0, "loss_n": 0}  # the running loss too, so that a resumed run logs the same averages
-    if args.resume and os.path.exists(files.state):
-        saved = runs.load_state(files.state)
-        runs.check_resume(saved["config"], args, files.state)
-        model.linear.load_state_dict(saved["linear"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["progress"]
-        torch.set_rng_state(saved["torch_rng"])  # LM dropout draws continue exactly where they stopped
-        if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    resumed = runs.resume(files, args, model.linear, optimizer, scheduler)
+    if resumed is not None:
+        state = resumed
         if main_process:
             metrics.keep_until(state["global_step"])  # the resumed run logs the later steps again
-        print(f"Resumed from {files.state} at step {state['global_step']}")
-    print_banner(args, exp, micro_per_epoch)
+        logger.info(f"Resumed from {files.state} at step {state['global_step']}")
+    log_banner(args, exp, micro_per_epoch)
 
     def evaluate_and_keep_best():
         dev = evaluate(exp, exp.splits["dev"], settings)
@@ -75,9 +73,9 @@ def train(args, exp, files, tracker=None):
         if acc >= state["best_acc"]:  # as the original: a tie keeps the later checkpoint
             state["best_acc"], state["best_step"] = acc, state["global_step"]
             if main_process:
-                save_checkpoint(model, files.checkpoint)
-                fileio.write_json(files.config, {**config, "best_dev_acc": acc, "best_step": state["global_step"]})
-            print(f"New best dev acc {acc:.4f} %: saved {files.checkpoint}")
+                save_projector_checkpoint(model.linear, files.checkpoint)
+                write_json(files.config, {**config, "best_dev_acc": acc, "best_step": state["global_step"]})
+            logger.info(f"New best dev acc {acc:.4f} %: saved {files.checkpoint}")
             row["saved"] = files.checkpoint
         if main_process:
             metrics.append(row)
@@ -94,21 +92,21 @@ def train(args, exp, files, tracker=None):
         batches = length_bucketed_batches(lengths, args.train_bs, shuffle=True, rng=rng)
         for b in range(state["batch"], len(batches)):
             idx = batches[b]
-            # With N processes every one walks all micro-batches and computes its own (distributed.owns);
+            # With N processes every one walks all micro-batches and computes its own (Processes.owns);
             # the loss of each is shared, so steps, logs and dev evaluations happen at the same points.
-            mine = distributed.owns(b, args.accum_iter)
+            mine = processes.owns(b, args.accum_iter)
             local_loss = None
             if mine:
                 batch = builder.collate([split.examples[i] for i in idx], [split.demos[i] for i in idx],
                                         split.images[idx], training=True)
                 local_loss = model(batch)
-            loss = distributed.value_of_owner(local_loss, model.linear.weight.device)
+            loss = processes.value_of_owner(local_loss, model.linear.weight.device)
             check_finite(loss, state, [split.examples[i]["line"] for i in idx], files)
             if mine:
                 (local_loss / args.accum_iter).backward()
             at_boundary = (b + 1) % args.accum_iter == 0 or b + 1 == len(batches)
             if at_boundary:
-                distributed.sum_gradients(model.linear.parameters())  # the sum one process would have accumulated
+                processes.sum_gradients(model.linear.parameters())  # the sum one process would have accumulated
                 torch.nn.utils.clip_grad_norm_(model.linear.parameters(), args.max_norm)
                 optimizer.step()
                 scheduler.step()
@@ -139,28 +137,29 @@ def train(args, exp, files, tracker=None):
     state["epoch"] = args.train_epoch
     if main_process:
         runs.save_state(files.state, model.linear, optimizer, scheduler, state, config)
-    distributed.barrier()  # the checkpoint is written before any process reads it
+    processes.barrier()  # the checkpoint is written before any process reads it
     return state, metrics
 
 
-def print_banner(args, exp, micro_per_epoch):
+def log_banner(args, exp, micro_per_epoch):
     trainable, frozen = exp.model.parameter_counts()
-    print(f"\n{'=' * 60}\nGEMEL training on {args.dataset} with {args.model_name}\n"
-          f"  examples: train {len(exp.splits['train'].examples)}, dev {len(exp.splits['dev'].examples)}\n"
-          f"  demonstrations per example: {args.ICL_examples_num}, visual prefix tokens: {args.visual_prefix_length}\n"
-          f"  micro-batch {args.train_bs} x accumulation {args.accum_iter} = effective batch "
-          f"{args.train_bs * args.accum_iter}{data_parallel_note(args, exp)}\n"
-          f"  epochs {args.train_epoch}: {micro_per_epoch * args.train_epoch} micro-steps, "
-          f"{math.ceil(micro_per_epoch / args.accum_iter) * args.train_epoch} optimizer steps, lr {args.lr}"
-          f"{' (legacy fp16 optimizer)' if args.legacy_optimizer else ''}\n"
-          f"  parameters: trainable {trainable:,} ({100.0 * trainable / (trainable + frozen):.3f}%), "
-          f"frozen {frozen:,}\n{'=' * 60}")
+    logger.info(f"\n{'=' * 60}\nGEMEL training on {args.dataset} with {args.model_name}\n"
+                f"  examples: train {len(exp.splits['train'].examples)}, dev {len(exp.splits['dev'].examples)}\n"
+                f"  demonstrations per example: {args.ICL_examples_num}, "
+                f"visual prefix tokens: {args.visual_prefix_length}\n"
+                f"  micro-batch {args.train_bs} x accumulation {args.accum_iter} = effective batch "
+                f"{args.train_bs * args.accum_iter}{data_parallel_note(args, exp)}\n"
+                f"  epochs {args.train_epoch}: {micro_per_epoch * args.train_epoch} micro-steps, "
+                f"{math.ceil(micro_per_epoch / args.accum_iter) * args.train_epoch} optimizer steps, lr {args.lr}"
+                f"{' (legacy fp16 optimizer)' if args.legacy_optimizer else ''}\n"
+                f"  parameters: trainable {trainable:,} ({100.0 * trainable / (trainable + frozen):.3f}%), "
+                f"frozen {frozen:,}\n{'=' * 60}")
 
 
-def check_processes(args):
+def check_processes(args, processes):
     """With N processes, micro-batch p of each accumulation window goes to process p mod N: N may not exceed
     --accum_iter, or processes would only wait."""
-    n = distributed.world_size()
+    n = processes.size
     if n > args.accum_iter and args.train_epoch > 0:
         raise DataError(f"{n} processes but --accum_iter {args.accum_iter}: each process computes whole micro-batches "
                         f"of an accumulation window, so at most --accum_iter processes can train (a multiple of the "
@@ -170,7 +169,7 @@ def check_processes(args):
 
 
 def data_parallel_note(args, exp):
-    n = distributed.world_size()
+    n = exp.processes.size
     if n == 1:
         return ""
     note = f"\n  data parallel: {n} processes, micro-batch p of each window computed by process p mod {n}"
@@ -195,53 +194,51 @@ def check_finite(loss, state, lines, files):
 
 
 def run(args):
-    distributed.setup(args.device)  # N processes under accelerate launch / torchrun; nothing in one process
+    with Processes.start(args.device) as processes:  # N processes under accelerate launch / torchrun
+        return train_and_test(args, processes)
+
+
+def train_and_test(args, processes):
     files = runs.RunFiles.of(args)
-    check_processes(args)
+    check_processes(args, processes)
     if args.nil_threshold == "checkpoint":
         raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
-    runs.check_tracker(args.report_to)
-    distributed.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
+    check_tracker(args.report_to)
+    processes.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
     tracker = None
-    if distributed.is_main():
-        tracker = runs.start_tracker(args.report_to, args.log_dir, os.path.basename(files.checkpoint)[:-4],
-                                     runs.run_config(args))
+    if processes.is_main:
+        tracker = start_tracker(args.report_to, args.log_dir, runs.run_name(args), runs.run_config(args))
     set_seed(args.random_seed)
     splits = ["train", "dev"] + (["test"] if args.do_test else [])
-    exp = load_experiment(args, splits)
-    distributed.broadcast_parameters(exp.model.linear.parameters())  # one initial projector for all processes
+    exp = load_experiment(args, splits, processes)
+    processes.broadcast_parameters(exp.model.linear.parameters())  # one initial projector for all processes
     state, metrics = train(args, exp, files, tracker)
-    main_process = distributed.is_main()
     result = {"best_dev_acc": state["best_acc"], "best_step": state["best_step"]}
     settings = EvalSettings.from_args(args)
     if args.nil_threshold == "dev":  # chosen with the best checkpoint, stored in its config for infe.py
-        load_checkpoint(exp.model, files.checkpoint)
+        load_projector_checkpoint(exp.model.linear, files.checkpoint)
         settings = nil_threshold_on_dev(exp, settings)
-        if main_process:
-            fileio.write_json(files.config, {**runs.checkpoint_config(files.checkpoint),
-                                             "chosen_nil_threshold": settings.nil_threshold})
+        if processes.is_main:
+            write_json(files.config, {**runs.checkpoint_config(files.checkpoint),
+                                      "chosen_nil_threshold": settings.nil_threshold})
         result["nil_threshold"] = settings.nil_threshold
     if args.do_test:
-        load_checkpoint(exp.model, files.checkpoint)
-        print(f"Testing the best checkpoint {files.checkpoint}")
+        load_projector_checkpoint(exp.model.linear, files.checkpoint)
+        logger.info(f"Testing the best checkpoint {files.checkpoint}")
         test = evaluate(exp, exp.splits["test"], settings)
-        if main_process:
-            fileio.write_jsonl(files.test_predictions, test.records)
+        if processes.is_main:
+            write_jsonl(files.test_predictions, test.records)
             metrics.append({"step": state["global_step"], "test_acc": test.accuracy,
                             **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
                             "checkpoint": files.checkpoint})
         result["test_acc"] = test.accuracy
     metrics.close()
-    print(json.dumps(result))
+    logger.info(json.dumps(result))
     return result
 
 
 def main(argv=None):
-    if params.method_of(argv) == "drin":
-        from drin.run import train_main
-        return train_main(argv)
-    args = params.parse_args(argv, description="Train GEMEL")
-    return run_script(run, args)
+    return params.run_script("train", {"gemel": run, "drin": train_drin}, argv)
 
 
 if __name__ == "__main__":

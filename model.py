@@ -1,15 +1,14 @@
-"""GEMEL's model: a frozen causal LM plus one trained linear layer mapping an image feature to k prefix tokens."""
+"""GEMEL's model: a frozen causal LM plus one trained linear layer mapping an image feature to k prefix tokens.
+
+Plain torch: the prompt batches come from utils.py, decoding is mel/decoding (run by mel/gemel/evaluation.py), and the
+checkpoint format (the projector's state dict, as GEMEL's released files) is mel/runs/checkpoints.py.
+"""
 import contextlib
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import decoding
-import fileio
-from loading import input_device
-from safeload import DataError, torch_load
 
 
 class GEMEL(nn.Module):
@@ -57,22 +56,6 @@ class GEMEL(nn.Module):
         logits = out.logits.float()  # (N, V), on the LM head's device (the last one with --device_map)
         return F.cross_entropy(logits, targets[rows, cols].to(logits.device)).to(device)
 
-    @torch.no_grad()
-    def generate(self, batch, tree, num_beams, max_new_tokens, method="fast", options=None):
-        """Best name per example of a left-padded batch (token ids without EOS, and scores).
-
-        method: "fast" (decoding.constrained_beam_search, run as `options` says) or "reference" (transformers'
-        generate()); both score a name as GEMEL's original did: its log-probabilities, EOS included, summed and
-        divided by that length.
-        """
-        inputs_embeds = self.embed(batch)
-        mask = batch.attention_mask.to(inputs_embeds.device)
-        if method == "reference":
-            return decoding.generate_reference(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
-                                               max_new_tokens=max_new_tokens)
-        return decoding.constrained_beam_search(self.lm, inputs_embeds, mask, tree, num_beams=num_beams,
-                                                max_new_tokens=max_new_tokens, options=options)
-
 
 @contextlib.contextmanager
 def _only_rows_reach_the_head(lm, rows, cols):
@@ -92,44 +75,12 @@ def _only_rows_reach_the_head(lm, rows, cols):
         handle.remove()
 
 
-# ----------------------------------------------------------------------------- GEMEL's checkpoint format
-
-_CHECKPOINT_REMEDY = "Download it again, or train one with `python main.py` (same flags)."
-
-def save_checkpoint(model, path):
-    """GEMEL's format: torch.save of the linear layer's state dict {weight, bias} in float16, written atomically."""
-    state = {k: v.detach().to("cpu", torch.float16).clone() for k, v in model.linear.state_dict().items()}
-    fileio.torch_save(state, path)
-
-
-def read_checkpoint(path):
-    """A GEMEL checkpoint's state dict, read with torch's weights-only unpickler (safeload.torch_load): a checkpoint
-    is tensors, never code. Scripts read it before loading the LM, so that a damaged file fails at once."""
-    state = torch_load(path, "checkpoint", _CHECKPOINT_REMEDY)
-    if _tensor_shapes(state) is None:
-        what = "a dict whose values are not all tensors" if isinstance(state, dict) else f"a {type(state).__name__}"
-        raise DataError(f"{path}: holds {what}, not GEMEL's checkpoint (a dict of tensors {{weight, bias}}). "
-                        f"{_CHECKPOINT_REMEDY}")
-    return state
-
-
-def load_checkpoint(model, path, state=None):
-    """Load a GEMEL checkpoint (the released ones load unchanged; `state` if already read); weights become the
-    projector's float32."""
-    state = read_checkpoint(path) if state is None else state
-    expected = {k: tuple(v.shape) for k, v in model.linear.state_dict().items()}
-    got = _tensor_shapes(state)
-    if got != expected:
-        raise DataError(f"{path}: holds {got}, but this model's projector needs {expected} "
-                        f"(--visual_prefix_length x hidden size of the LM, --dim_clip). Was it trained with "
-                        f"another LM or prefix length? Pass the --model_name, --visual_prefix_length and "
-                        f"--dim_clip it was trained with.")
-    model.linear.load_state_dict({k: v.float() for k, v in state.items()})
-
-
-def _tensor_shapes(state):
-    """{key: shape} of a dict of tensors, or None for anything else."""
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return None
-    return {k: tuple(v.shape) for k, v in state.items()}
-
+def input_device(lm):
+    """Where the LM's input embeddings run: with a device map (offloaded weights sit on `meta`), the device
+    accelerate executes the embedding on; else the embedding weight's device."""
+    embedding = lm.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return embedding.weight.device

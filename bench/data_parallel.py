@@ -24,7 +24,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from fileio import write_json  # noqa: E402
+from mel.io.atomic import write_json  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -3,7 +3,7 @@
 The features are random (speed does not depend on their values) at the original's widths: 768-d text (BERT-base),
 2048-d images (ResNet-152 pooler), 512-d image-text space (CLIP ViT-B/32), 10 candidates plus the original's gold
 slot, d = 768, two GCN layers. Measured in this one process:
-  * training samples/s: drin.run's loop (make_batch gathers every slot of a batch of 64 from the entity table, one
+  * training samples/s: mel.drin.run's loop (make_batch gathers every slot of a batch of 64 from the entity table, one
     forward, triplet loss, Adam step);
   * scoring samples/s: batched (--eval_bs mentions per forward) against one mention per forward (the per-example
     way); both must give the same scores;
@@ -28,9 +28,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.append(os.path.join(REPO, "bench"))  # rss.py; the repository root stays first
 
-from drin.data import DrinSplit, EntityTable, make_batch  # noqa: E402
-from drin.model import DRIN, triplet_loss  # noqa: E402
-from fileio import write_json  # noqa: E402
+from mel.drin.data import DrinSplit, EntityTable, make_batch  # noqa: E402
+from mel.drin.model import DRIN, triplet_loss  # noqa: E402
+from mel.io.atomic import write_json  # noqa: E402
 from rss import peak_rss_since_reset, reset_peak_rss  # noqa: E402
 
 DIM_TEXT, DIM_IMAGE, DIM_JOINT, CANDIDATES = 768, 2048, 512, 10

@@ -1,9 +1,9 @@
-"""Benchmark: GEMEL's evaluation and training, the fast path against the straightforward one (issue 5).
+"""Benchmark: GEMEL's evaluation and training, the fast path against the straightforward one.
 
 For each configuration (an LM, a number of demonstrations, a slice of the demo data) it measures, in this one process
 so that ratios are fair:
-  * evaluation samples/s: the fast path (evaluation.evaluate: length-bucketed batches of --eval_bs, one prefill per example,
-    decoding.constrained_beam_search) against the straightforward one (GEMEL's original way: one example at a time,
+  * evaluation samples/s: the fast path (mel.gemel.evaluation.evaluate: length-bucketed batches of --eval_bs, one
+    prefill per example, beam_search.constrained_beam_search) against the straightforward one (GEMEL's original way: one example at a time,
     transformers' generate() with 5 beams and a prefix_allowed_tokens_fn that walks a GENRE-style nested-dict tree from
     the root for every beam at every step), plus the share of predictions on which the two agree;
   * training samples/s: the fast path (main.train's loop: length-bucketed batches of --train_bs, GEMEL.forward computing
@@ -72,16 +72,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.append(os.path.join(REPO, "bench"))  # rss.py; the repository root stays first
 
-from evaluation import EvalSettings, evaluate  # noqa: E402
-from experiment import Experiment, Split  # noqa: E402
-from loading import keep_freed_memory_for_reuse, load_tokenizer, pick_dtype, resolve_model  # noqa: E402
+from mel.gemel.evaluation import EvalSettings, evaluate, generate  # noqa: E402
+from mel.gemel.experiment import Experiment, Split  # noqa: E402
+from mel.io.datasets import image_key, load_image_features, load_mention_embeddings, read_split  # noqa: E402
+from mel.models.loading import keep_freed_memory_for_reuse, load_tokenizer, pick_dtype, resolve_model  # noqa: E402
+from mel.retrieval.demonstrations import DemonstrationRetriever  # noqa: E402
+from mel.retrieval.encoder import MentionEncoder  # noqa: E402
+from mel.tree.store import read_entity_names  # noqa: E402
+from mel.tree.trie import PrefixTree, genre_nested_dict  # noqa: E402
 from model import GEMEL  # noqa: E402
 from rss import peak_rss_since_reset, reset_peak_rss  # noqa: E402
-from retrieval import DemonstrationRetriever, MentionEncoder  # noqa: E402
-from trees import read_entity_names  # noqa: E402
-from trie import PrefixTree, genre_nested_dict  # noqa: E402
-from utils import (PromptBuilder, image_key, length_bucketed_batches, load_image_features,  # noqa: E402
-                   load_mention_embeddings, load_split)
+from utils import PromptBuilder, length_bucketed_batches  # noqa: E402
 
 DEMO_DIR = os.path.join(REPO, "data", "demo")
 DIM_CLIP, PREFIX_LENGTH = 1024, 4
@@ -121,8 +122,8 @@ class DemoData:
 
     def __init__(self, tokenizer, dev_limit, train_limit):
         self.tokenizer = tokenizer
-        self.train_all = load_split(os.path.join(DEMO_DIR, "train.json"))
-        self.dev = load_split(os.path.join(DEMO_DIR, "dev.json"))[:dev_limit]
+        self.train_all = read_split(os.path.join(DEMO_DIR, "train.json"))
+        self.dev = read_split(os.path.join(DEMO_DIR, "dev.json"))[:dev_limit]
         self.train = self.train_all[:train_limit]
         keys = list(dict.fromkeys(image_key(ex) for ex in self.train_all + self.dev))
         feats = load_image_features(os.path.join(DEMO_DIR, "clip_vit_large_patch14_1024.hdf5"), keys, DIM_CLIP)
@@ -341,7 +342,7 @@ def run_memory_phase(model, batch, tree, nested, eos, phase, path):
     if phase == "eval":
         with torch.no_grad():
             if path == "fast":
-                model.generate(batch, tree, NUM_BEAMS, MAX_NEW_TOKENS)
+                generate(model, batch, tree, NUM_BEAMS, MAX_NEW_TOKENS)
             else:
                 straightforward_generate(model, batch, nested, eos, NUM_BEAMS, MAX_NEW_TOKENS)
         return
@@ -432,10 +433,10 @@ def count_flops(fn):
 PROFILE_POINTS = {
     "fast": [("utils.py", "collate", "collate (prompt ids)"), ("model.py", "embed", "embed (tokens + visual prefix)"),
              ("beam_cache.py", "prefill", "prefill (prompt once per example)"),
-             ("decoding.py", "_beam_search", "beam search (all decoding steps)"),
+             ("beam_search.py", "_beam_search", "beam search (all decoding steps)"),
              ("beam_cache.py", "forward_token", "  LM forward of the steps"),
              ("beam_cache.py", "shared_prompt_attention", "    of which shared-prompt attention"),
-             ("decoding.py", "_top_candidates", "  top-2K candidates (tree-allowed pairs)"),
+             ("beam_search.py", "_top_candidates", "  top-2K candidates (tree-allowed pairs)"),
              ("beam_cache.py", "reorder_beams", "  cache reorder"),
              ("trie.py", "allowed_indices", "  tree lookups"), ("trie.py", "advance", "  tree moves")],
     "straightforward": [("utils.py", "collate", "collate (prompt ids)"),
@@ -596,10 +597,10 @@ def run_config(config, data, args, device, workdir, tree_file):
     return result
 
 
-# ----------------------------------------------------------------------------------------------- targets (issue 5)
+# ----------------------------------------------------------------------------------------------- targets
 
 def check_targets(results):
-    """Issue 5's targets, for each configuration they apply to: eval >= 10x at 16 demonstrations on the tiny OPT,
+    """The speed and memory targets, for each configuration they apply to: eval >= 10x at 16 demonstrations on the tiny OPT,
     training >= 3x, fast-path memory no higher than the straightforward path's at the same batch size."""
     checks = []
     for r in results:
@@ -664,7 +665,7 @@ def print_table(results, checks):
         for phase, u in r.get("utilisation", {}).items():
             share = "" if u["fraction_of_peak"] is None else f" = {100 * u['fraction_of_peak']:.1f}% of peak"
             print(f"   {phase}: {u['achieved_tflops']:.2f} TFLOP/s{share}")
-    print("\ntargets (issue 5):")
+    print("\ntargets:")
     for c in checks:
         print(f"  {'MET ' if c['met'] else 'MISS'} {c['config']:<14} {c['target']:<52} {c['value']:.3g}")
 

@@ -244,7 +244,7 @@ def time_walks(one_walk, repeats: int) -> dict:
 
 
 def worker_trie_build(work: str) -> dict:
-    from trie import PrefixTree
+    from mel.tree.trie import PrefixTree
 
     sequences = load_sequences(os.path.join(work, "sequences.npz"))
     eos = sequences[0][0]
@@ -261,7 +261,7 @@ def worker_trie_build(work: str) -> dict:
 
 
 def worker_trie_use(work: str, repeats: int) -> dict:
-    from trie import PrefixTree
+    from mel.tree.trie import PrefixTree
 
     beams = load_sequences(os.path.join(work, "beams.npz"))
     path = os.path.join(work, "tree.trie")
@@ -296,7 +296,7 @@ def worker_trie_use(work: str, repeats: int) -> dict:
 
 
 def worker_dict_build(work: str) -> dict:
-    from trie import genre_nested_dict
+    from mel.tree.trie import genre_nested_dict
 
     sequences = load_sequences(os.path.join(work, "sequences.npz"))
     gc.collect()
@@ -445,7 +445,7 @@ def main(argv=None):
         print(json.dumps(workers[args.worker]()))
         return
 
-    from loading import load_tokenizer
+    from mel.models.loading import load_tokenizer
 
     try:
         tokenizer = load_tokenizer("smollm2-135m")

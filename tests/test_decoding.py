@@ -2,35 +2,18 @@
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import OPTConfig, OPTForCausalLM
 
-import beam_cache
-from decoding import (FELL_OFF_TREE_SCORE, DecodingOptions, PrefixTreeLogitsProcessor, constrained_beam_search,
-                      generate_reference, mask_to_tree)
-from trie import PrefixTree
-
-VOCAB, HIDDEN, EOS = 64, 32, 2
-# Names as token ids: some are prefixes of others ([5] < [5, 9] < [5, 9, 11]), lengths 1 to 6.
-NAMES = [[5], [5, 9], [5, 9, 11], [5, 9, 11, 20, 21, 22], [7, 3, 3, 8], [12, 40, 7], [13], [13, 14],
-         [30, 31], [41], [41, 5, 9], [50, 51, 52, 53, 54], [60, 9], [61]]
-
-
-def make_tree(names):
-    return PrefixTree.from_sequences([[EOS] + name + [EOS] for name in names], eos_token_id=EOS)
-
-
-def tiny_lm(arch, seed):
-    """A random tiny LM whose next-token distributions are peaked (large init), so that beams rarely near-tie."""
-    torch.manual_seed(seed)
-    if arch == "opt":
-        config = OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
-                           max_position_embeddings=1024, word_embed_proj_dim=HIDDEN, init_std=0.3,
-                           bos_token_id=EOS, eos_token_id=EOS, pad_token_id=1)
-        return OPTForCausalLM(config).eval()
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         initializer_range=0.3, bos_token_id=1, eos_token_id=EOS, pad_token_id=0)
-    return LlamaForCausalLM(config).eval()
+from mel.decoding import beam_cache
+from mel.decoding.beam_search import (
+    FELL_OFF_TREE_SCORE,
+    DecodingOptions,
+    PrefixTreeLogitsProcessor,
+    constrained_beam_search,
+    generate_reference,
+    mask_to_tree,
+)
+from tiny import EOS, HIDDEN, NAMES, VOCAB, left_padded_prompts, make_tree, tiny_lm
 
 
 def bigram_lm(next_token_probs):
@@ -75,16 +58,6 @@ def bigram_lm(next_token_probs):
 def bigram_prompt(lm, token):
     """A one-position prompt whose next-token distribution is the bigram row of `token`."""
     return lm.get_input_embeddings().weight[token][None, None].detach(), torch.ones(1, 1, dtype=torch.long)
-
-
-def left_padded_prompts(lengths, seed):
-    """Random prompt embeddings (B, T, H), left-padded to the longest; padding holds noise that must be ignored."""
-    gen = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(len(lengths), max(lengths), HIDDEN, generator=gen)
-    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
-    for row, length in enumerate(lengths):
-        mask[row, max(lengths) - length:] = 1
-    return embeds, mask
 
 
 def assert_same(fast, ref):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import params
-from evaluation import EvalSettings, evaluate
-from experiment import Split, load_experiment
-from utils import load_split
+from mel.gemel.evaluation import EvalSettings, evaluate
+from mel.gemel.experiment import Split, load_experiment
+from mel.io.datasets import read_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "data", "demo")
@@ -27,8 +27,9 @@ def demo():
     args = params.parse_args(["--data_dir", os.path.join(REPO, "data"), "--dataset", "demo",
                               "--ICL_examples_num", "8", "--eval_bs", "8", "--device", "cpu"])
     exp = load_experiment(args, ["dev"])
-    # A zero projector: the visual prefixes are the same neutral vectors everywhere (the demo's synthetic image
-    # features carry no information), so accuracy measures the LM, the demonstrations and the tree.
+    # A zero projector: every visual prefix is the same zero vector whatever the image feature (the demo's caption
+    # features do carry information, which a trained projector reads), so accuracy here measures the LM, the
+    # demonstrations and the tree alone.
     with torch.no_grad():
         exp.model.linear.weight.zero_()
         exp.model.linear.bias.zero_()
@@ -36,7 +37,7 @@ def demo():
 
 
 def test_demo_files_are_consistent():
-    dev = load_split(os.path.join(DEMO, "dev.json"))
+    dev = read_split(os.path.join(DEMO, "dev.json"))
     names = entity_names()
     assert len(dev) == 80 and all(ex["target"] in names for ex in dev)
 

@@ -7,7 +7,7 @@ import torch
 
 import infe
 import main as train_script
-from conftest import tiny_run_flags
+from tiny import tiny_run_flags
 
 # the tiny OPT's modules: the second decoder layer's weights live on disk and are loaded for each forward
 SPLIT_MAP = {"model.decoder.embed_tokens": "cpu", "model.decoder.embed_positions": "cpu",
@@ -51,12 +51,15 @@ def test_placed_lm_decodes_and_trains_as_one_piece(one_piece, tiny_dataset, tiny
         assert x["score"] == pytest.approx(y["score"], abs=1e-4)
 
 
-def test_bad_placement_flags_are_named(tiny_dataset, tiny_opt_dir, tmp_path):
+def test_bad_placement_flags_are_named(tiny_dataset, tiny_opt_dir, tmp_path, capsys):
     flags = tiny_run_flags(tiny_dataset, tiny_opt_dir, tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         infe.main(flags + ["--device_map", "{not json"])
-    with pytest.raises(SystemExit):
+    assert exit_info.value.code == 2  # argparse's usage error, before anything loads
+    assert "--device_map: auto, balanced, balanced_low_0, sequential, or a JSON object" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
         infe.main(flags + ["--max_memory", "cpu=1GiB"])  # without --device_map
+    assert exit_info.value.code == 2 and "--max_memory is for --device_map" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="'no.such.module' is not a module of"):
         train_script.main(flags + ["--device_map", json.dumps({**SPLIT_MAP, "no.such.module": "cpu"})])
     partial = {k: v for k, v in SPLIT_MAP.items() if k != "model.decoder.layers.1"}

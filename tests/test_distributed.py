@@ -1,4 +1,4 @@
-"""Data parallelism (distributed.py): 2 CPU processes over gloo give what one process gives.
+"""Data parallelism (mel/runs/processes.py): 2 CPU processes over gloo give what one process gives.
 
 The multi-process runs are real launches (`accelerate launch` for infe.py, `torchrun` for main.py) of the scripts as
 subprocesses; the one-process runs are the scripts called in this process, as the other tests call them.
@@ -117,8 +117,8 @@ def assert_same_run(single, multi):
     state_one = torch.load(single / "ckpt" / f"{RUN}.train_state.pt", weights_only=True)
     state_two = torch.load(multi / "ckpt" / f"{RUN}.train_state.pt", weights_only=True)
     for key in ("weight", "bias"):
-        torch.testing.assert_close(state_two["linear"][key], state_one["linear"][key], atol=1e-5, rtol=1e-4)
-        assert not torch.equal(state_one["linear"][key], state_two["linear"][key] * 0)  # it trained
+        torch.testing.assert_close(state_two["weights"][key], state_one["weights"][key], atol=1e-5, rtol=1e-4)
+        assert not torch.equal(state_one["weights"][key], state_two["weights"][key] * 0)  # it trained
     assert state_two["progress"]["global_step"] == state_one["progress"]["global_step"] == 12
     assert state_two["progress"]["loss_sum"] == pytest.approx(state_one["progress"]["loss_sum"], abs=1e-5)
 
@@ -160,10 +160,10 @@ def test_more_processes_than_accumulation_steps_are_refused(tmp_path, tiny_datas
 
 CRASH_AT_FIRST_EVALUATION = """
 import runpy, sys
-import evaluation
+import mel.gemel.evaluation as evaluation
 def crash(*args, **kwargs):
     raise KeyboardInterrupt("simulated crash")
-evaluation.evaluate = crash  # main.py imports it from evaluation when it runs
+evaluation.evaluate = crash  # main.py imports it from mel.gemel.evaluation when it runs
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drin.data import EntityTable, load_split, make_batch, resolve_slots
-from drin.model import DRIN, DrinBatch, GCNLayer, gold_ranks, initial_edges, triplet_loss
-from utils import DataError
-from utils import load_split as read_split
+from mel.drin.data import DrinSplit, EntityTable, make_batch, resolve_slots
+from mel.drin.model import DRIN, DrinBatch, GCNLayer, gold_ranks, initial_edges, triplet_loss
+from mel.errors import DataError
+from mel.io.datasets import read_split
 
 
 def random_batch(B=3, C=4, Dt=6, Di=5, Ds=7, K=3, J=1, seed=0):
@@ -36,8 +36,22 @@ def test_shapes_and_score_range(options):
     scores = model(random_batch())
     assert scores.shape == (3, 4)
     assert torch.all(scores.abs() <= 1 + 1e-6)
-    scores.sum().backward()  # every trained part gets a gradient path
-    assert model.mention_text.weight.grad is not None
+
+
+@pytest.mark.parametrize("options, without_gradient", [
+    ({}, {"layers.1.w_u", "layers.1.w_v"}),  # the last layer's new edges feed no later layer
+    ({"vector_edges": True}, {"layers.1.w_u", "layers.1.w_v", "layers.1.w_m"}),
+    ({"edge_type": "static"}, {"layers.0.w_u", "layers.0.w_v", "layers.1.w_u", "layers.1.w_v"}),
+    ({"edges": ("tt",)}, {"mention_image", "entity_image", "layers.1.w_u", "layers.1.w_v"}),  # images cut off
+])
+def test_gradients_reach_exactly_the_parts_that_shape_the_score(options, without_gradient):
+    torch.manual_seed(0)
+    model = DRIN(6, 5, dim=8, **options)
+    model(random_batch()).sum().backward()
+    modules = {name.rsplit(".", 1)[0] for name, _ in model.named_parameters()}
+    moved = {name.rsplit(".", 1)[0] for name, p in model.named_parameters()
+             if p.grad is not None and p.grad.abs().sum() > 0}
+    assert modules - moved == without_gradient
 
 
 def test_initial_edges_by_hand():
@@ -174,7 +188,7 @@ def test_the_gold_slot_reaches_the_other_scores():
 def drin_dataset(tiny_dataset, tmp_path_factory):
     """The tiny GEMEL dataset plus what DRIN needs: entities.jsonl, captions, entity images, candidates, features."""
     import prepare
-    from tests.conftest import ENTITIES
+    from tiny import ENTITIES
 
     root = tmp_path_factory.mktemp("drin-data")
     folder = root / "tiny"
@@ -233,7 +247,7 @@ def test_split_rows_and_gold(drin_dataset):
     folder = drin_dataset["folder"]
     entities = EntityTable.load(folder, "tiny")
     examples = read_split(os.path.join(folder, "test.json"))
-    split = load_split(folder, "tiny", "test", examples, entities, gold_slot=False, training=False)
+    split = DrinSplit.load(folder, "tiny", "test", examples, entities, gold_slot=False, training=False)
     assert split.gold.tolist()[1] == -1 and split.scored == 4
     batch = make_batch(split, entities, [0, 2])
     assert batch.entity_text.shape == (2, 4, 384) and batch.mention_image.shape == (2, 1, 1024)
@@ -264,10 +278,10 @@ def test_train_then_evaluate_both_ways(drin_dataset, tmp_path):
 
 def test_resume_gives_the_same_model(drin_dataset, tmp_path, monkeypatch):
     import main
-    from drin import run
+    from mel.drin import run
 
     full = main.main(drin_flags(drin_dataset, tmp_path / "a"))
-    real = run.evaluate
+    real = run.evaluate_ranking
     calls = [0]
 
     def crashing(*args, **kwargs):
@@ -276,10 +290,10 @@ def test_resume_gives_the_same_model(drin_dataset, tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run, "evaluate", crashing)
+    monkeypatch.setattr(run, "evaluate_ranking", crashing)
     with pytest.raises(KeyboardInterrupt):
         main.main(drin_flags(drin_dataset, tmp_path / "b"))
-    monkeypatch.setattr(run, "evaluate", real)
+    monkeypatch.setattr(run, "evaluate_ranking", real)
     resumed = main.main(drin_flags(drin_dataset, tmp_path / "b", "--resume"))
     assert resumed["mrr"] == pytest.approx(full["mrr"], abs=1e-6)
     a = torch.load(tmp_path / "a" / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.pt")["state_dict"]
@@ -299,7 +313,7 @@ def test_missing_features_are_named(tiny_dataset, tmp_path):
 def test_span_feature_is_the_mean_of_the_span_tokens(minilm_dir):
     """The mention's text feature averages the token states inside its character span (a split line's own
     mention_span when given, else the first occurrence), as the original's Avg over [start, end)."""
-    from drin.features import TextEncoder, mention_span
+    from mel.drin.features import TextEncoder, mention_span
 
     text = "Paris met Paris Hilton in Paris."
     encoder = TextEncoder(minilm_dir)
@@ -384,7 +398,7 @@ def test_clip_image_text_space(drin_dataset, tiny_clip, tiny_dataset, tmp_path):
         expected = model.get_text_features(**enc)
         expected = expected if isinstance(expected, torch.Tensor) else expected.pooler_output
         np.testing.assert_allclose(h5["text_joint"][1], expected[0].numpy(), atol=1e-5)
-    from drin.features import ClipSpace
+    from mel.drin.features import ClipSpace
     ids = processor(text=["word " * 100], padding=True, truncation=True, max_length=77)["input_ids"][0]
     assert len(ids) == 77 and ids[-1] == processor.tokenizer.eos_token_id
     assert ClipSpace(tiny_clip, {}).texts(["word " * 100]).shape == (1, 8)
@@ -394,7 +408,7 @@ def test_clip_image_text_space(drin_dataset, tiny_clip, tiny_dataset, tmp_path):
 
 def test_wikimel_entity_pooling(minilm_dir):
     """--entity_pooling wikimel: the vertex gets the mean of the tokens between [CLS] and [SEP], the tt edge [CLS]."""
-    from drin.features import TextEncoder
+    from mel.drin.features import TextEncoder
 
     encoder = TextEncoder(minilm_dir)
     texts = ["Paris: capital of France", "Jordan River: a river in the Middle East, flowing into the Dead Sea"]
@@ -420,7 +434,7 @@ def test_stored_detector_objects_feed_the_ii_edge(drin_dataset, tmp_path):
         h5["objects"] = rng.standard_normal((3, 3, 1024)).astype(np.float32)
         h5["object_scores"] = rng.random((3, 3)).astype(np.float32)
     entities = EntityTable.load(str(folder), "tiny")
-    split = load_split(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)
+    split = DrinSplit.load(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)
     batch = make_batch(split, entities, [0, 1, 2])
     assert batch.mention_objects.shape == (3, 3, 1024) and batch.entity_objects.shape == (3, 4, 1, 1024)
     s, t = batch.mention_object_scores[0], batch.entity_object_scores[0, 2]
@@ -441,4 +455,4 @@ def test_stale_or_missing_inputs_are_named(drin_dataset, tmp_path):
     entities = EntityTable.load(str(folder), "tiny")
     (folder / "candidates.test.jsonl").unlink()
     with pytest.raises(DataError, match="prepare.py candidates --dataset tiny`, or convert DRIN's released"):
-        load_split(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)
+        DrinSplit.load(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)

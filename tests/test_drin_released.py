@@ -1,15 +1,17 @@
-"""drin/released.py: DRIN's raw WikiDiverse / WikiMEL layouts, built tiny in tmp_path, converted line by line."""
+"""mel/drin/released.py (`prepare.py drin_release`): DRIN's raw WikiDiverse / WikiMEL layouts, built tiny in
+tmp_path, converted line by line."""
 import hashlib
 import json
 import os
 
 import pytest
 
-from candidates import read_candidates
-from clip_features import read_image_list
-from drin.features import read_entities
-from drin.released import convert_wikidiverse, convert_wikimel, main, wikidiverse_image_key, wikipedia_title
-from utils import DataError, load_split
+from mel.drin.features import read_entities
+from mel.drin.released import convert_wikidiverse, convert_wikimel, wikidiverse_image_key, wikipedia_title
+from mel.errors import DataError
+from mel.images.clip import read_image_list
+from mel.io.datasets import read_split
+from mel.retrieval.candidates import read_candidates
 
 WIKI = "https://en.wikipedia.org/wiki/"
 UPLOAD = "https://upload.wikimedia.org/wikipedia/commons/a/ab/"
@@ -153,7 +155,7 @@ def test_wikidiverse_output_is_read_by_the_project(tmp_path):
     out = tmp_path / "out"
     convert_wikidiverse(str(make_wikidiverse(tmp_path / "raw")), str(out))
     for split in ("train", "dev", "test"):
-        examples = load_split(str(out / f"{split}.json"))
+        examples = read_split(str(out / f"{split}.json"))
         lists = read_candidates(str(out / f"candidates.{split}.jsonl"), examples)
         assert list(lists) == [ex["line"] for ex in examples]
     kb = {e["name"] for e in read_entities(str(out / "entities.jsonl"))}
@@ -282,7 +284,7 @@ def test_wikimel_output_is_read_by_the_project(tmp_path):
     convert_wikimel(str(make_wikimel(tmp_path / "raw")), str(out))
     kb = {e["name"] for e in read_entities(str(out / "entities.jsonl"))}
     for split in ("train", "dev", "test"):
-        examples = load_split(str(out / f"{split}.json"))
+        examples = read_split(str(out / f"{split}.json"))
         lists = read_candidates(str(out / f"candidates.{split}.jsonl"), examples)
         assert all(name in kb for names in lists.values() for name in names)
         assert all(ex["target"] in kb for ex in examples)
@@ -309,8 +311,11 @@ def test_wikimel_malformed_records_name_file_and_record(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    raw, out = make_wikimel(tmp_path / "raw"), tmp_path / "out"
-    main(["wikimel", str(raw), str(out)])
+    import prepare
+
+    raw, out = make_wikimel(tmp_path / "raw"), tmp_path / "data" / "out"
+    argv = ["drin_release", "wikimel", str(raw), "--data_dir", str(tmp_path / "data"), "--dataset", "out"]
+    assert prepare.main(argv) == 0
     assert (out / "train.json").exists() and "Converted DRIN's raw wikimel" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="already holds a train.json"):
-        main(["wikimel", str(raw), str(out)])
+        prepare.main(argv)

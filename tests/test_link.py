@@ -5,9 +5,8 @@ import pytest
 
 import infe
 import link
-from conftest import tiny_run_flags
-from test_prepare import tiny_clip_dir  # noqa: F401 -- the tiny CLIP fixture
 import main as train_script
+from tiny import tiny_run_flags
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ def test_an_image_file_gets_the_feature_prepare_clip_stores(tmp_path, tiny_clip_
     import numpy as np
     from PIL import Image
 
-    from clip_features import extract_clip_features
+    from mel.images.clip import extract_clip_features
 
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
@@ -90,8 +89,7 @@ def test_an_image_file_gets_the_feature_prepare_clip_stores(tmp_path, tiny_clip_
     with h5py.File(tmp_path / "f.hdf5", "r") as h5:
         stored = h5["photo.jpg"][()]
     args = link.params.parse_args(["--data_dir", str(tmp_path.parent), "--dataset", tmp_path.name,
-                                   "--clip_model", tiny_clip_dir, "--dim_clip", str(stored.shape[-1])],
-                                  extra=link.add_link_flags)
+                                   "--clip_model", tiny_clip_dir, "--dim_clip", str(stored.shape[-1])], script="link")
     rows = [{"text": "t", "mention": "t", "image": "photo.jpg"}, {"text": "t", "mention": "t"}]
     features = link.image_features(rows, args, str(tmp_path))
     np.testing.assert_allclose(features[0], stored.reshape(-1), rtol=0, atol=1e-5)

@@ -7,7 +7,7 @@ import torch
 
 import infe
 import main as train_script
-from conftest import crash_at_evaluation, tiny_run_flags
+from tiny import tiny_run_flags
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_unconstrained_decoding_leaves_the_knowledge_base(run, tmp_path):
     assert len(rows) == 4 and not all(r["prediction"] in entities for r in rows)
 
 
-def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_dataset, tiny_opt_dir, monkeypatch):
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_dataset, tiny_opt_dir, crash_at_evaluation):
     def args(out):
         return ["--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny", "--model_name", tiny_opt_dir,
                 "--simcse_model", tiny_dataset["simcse_model"], "--ment_embed_file", tiny_dataset["ment_embed_file"],
@@ -84,7 +84,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_data
 
     train_script.main(args(tmp_path / "whole"))
 
-    crash_at_evaluation(monkeypatch, train_script, args(tmp_path / "crashed"))
+    crash_at_evaluation(train_script, args(tmp_path / "crashed"))
     state_name = "tiny-opt0_tiny_linear_4token_2examples.train_state.pt"
     assert torch.load(tmp_path / "crashed" / state_name, weights_only=True)["progress"]["global_step"] == 4
     train_script.main(args(tmp_path / "crashed") + ["--resume"])
@@ -93,7 +93,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, tiny_data
     resumed = torch.load(tmp_path / "crashed" / state_name, weights_only=True)
     assert resumed["progress"]["global_step"] == whole["progress"]["global_step"] == 12
     for key in ("weight", "bias"):
-        torch.testing.assert_close(resumed["linear"][key], whole["linear"][key], rtol=0, atol=0)
+        torch.testing.assert_close(resumed["weights"][key], whole["weights"][key], rtol=0, atol=0)
 
 
 def test_infe_reports_hits_at_k_and_mrr_from_the_ranked_names(run, tmp_path):
@@ -116,7 +116,7 @@ def test_infe_reports_hits_at_k_and_mrr_from_the_ranked_names(run, tmp_path):
 
 
 def test_summary_of_known_ranks():
-    from evaluation import summarize
+    from mel.gemel.evaluation import summarize
 
     records = [{"correct": True, "rank": 1, "target": "A", "prediction": "A"},
                {"correct": False, "rank": 3, "target": "B", "prediction": "C"},
@@ -132,7 +132,7 @@ def test_summary_of_known_ranks():
 def test_nil_threshold_chosen_on_dev_maximises_accuracy_with_nil(run, tmp_path):
     """Dev with its NIL lines kept: the threshold chosen there gives at least the accuracy of never predicting NIL
     and of predicting NIL everywhere; infe.py reports NIL precision/recall and the linked examples' accuracy."""
-    from evaluation import _with_nil, choose_nil_threshold, summarize
+    from mel.gemel.evaluation import _with_nil, choose_nil_threshold, summarize
 
     plain = tmp_path / "plain.jsonl"
     infe.main(run["common"] + ["--split", "dev", "--keep_nil", "--predictions_file", str(plain)])
@@ -153,7 +153,7 @@ def test_nil_threshold_chosen_on_dev_maximises_accuracy_with_nil(run, tmp_path):
 
 
 def test_choose_nil_threshold_on_known_scores():
-    from evaluation import choose_nil_threshold
+    from mel.gemel.evaluation import choose_nil_threshold
 
     records = [{"score": -3, "target": "NIL", "prediction": "B"}, {"score": -2, "target": "C", "prediction": "D"},
                {"score": -1, "target": "A", "prediction": "A"}, {"score": -0.5, "target": "E", "prediction": "E"}]

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-import fileio
 import prepare
-import retrieval
-import trees
-from conftest import ENTITIES, TRAIN, genre_nested_dict, write_split
-from trees import load_prefix_tree, read_entity_names
-from trie import PrefixTree, TokenizerMismatchError, tokenizer_info
-from utils import DataError, load_image_features, load_mention_embeddings, load_split
+from mel.errors import DataError, TokenizerMismatchError
+from mel.io import atomic as fileio
+from mel.io.datasets import load_image_features, load_mention_embeddings, read_split
+from mel.retrieval import demonstrations as retrieval
+from mel.retrieval.encoder import MentionEncoder
+from mel.tree import store as trees
+from mel.tree.store import load_prefix_tree, read_entity_names
+from mel.tree.trie import PrefixTree, genre_nested_dict, tokenizer_info
+from tiny import ENTITIES, TRAIN, write_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLIP_SIZE = 32  # input resolution of the tiny CLIP
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -51,22 +52,6 @@ def other_tokenizer_dir(tmp_path_factory):
     tok.train_from_iterator(ENTITIES + [text for text, _, _ in TRAIN], trainer)
     folder = tmp_path_factory.mktemp("other-tokenizer")
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory):
-    """A random 2-layer CLIP vision tower with its (PIL) image processor, saved as a model folder."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=CLIP_SIZE, patch_size=8)
-    CLIPVisionModel(config).eval().save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": CLIP_SIZE},
-                          crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE}).save_pretrained(folder)
     return str(folder)
 
 
@@ -183,9 +168,9 @@ def test_trie_from_marisa_tree_needs_the_right_source_tokenizer(dataset, tokeniz
     source = trees.default_tree_path(dataset["folder"], tokenizer)
     os.remove(os.path.join(dataset["folder"], "entities.txt"))
     # the header names a local folder, not a registry model: the user must say which tokenizer built it
-    with pytest.raises(DataError, match="--source_model_name"):
+    with pytest.raises(SystemExit, match="--source_model_name"):
         prepare.main(argv + ["--model_name", other_tokenizer_dir])
-    with pytest.raises(TokenizerMismatchError, match="prepare.py trie"):
+    with pytest.raises(SystemExit, match="error: .*prepare.py trie"):
         prepare.main(argv + ["--model_name", other_tokenizer_dir, "--from_tree", source, "--source_model_name",
                              other_tokenizer_dir])
     capsys.readouterr()
@@ -208,7 +193,6 @@ def test_loader_names_the_prepare_command_when_no_tree_fits(dataset, other_token
 
 def test_embeddings_one_row_per_non_nil_training_line(dataset, minilm_dir, capsys):
     import params
-    from retrieval import MentionEncoder
 
     prepare.main(["embeddings", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--simcse_model", minilm_dir,
                   "--embed_batch_size", "4"])
@@ -216,7 +200,7 @@ def test_embeddings_one_row_per_non_nil_training_line(dataset, minilm_dir, capsy
     path = params.parse_args(["--data_dir", dataset["data_dir"], "--dataset", "mini"]).ment_embed_file
     assert f"Wrote {path}" in capsys.readouterr().out and no_temp_files(dataset["folder"])
     assert os.stat(path).st_mode & 0o777 == fileio.default_file_mode()  # not the temp file's private 0600
-    train = load_split(os.path.join(dataset["folder"], "train.json"))
+    train = read_split(os.path.join(dataset["folder"], "train.json"))
     emb = load_mention_embeddings(path, len(train), "train.json")
     assert emb.shape == (len(TRAIN), 384) and emb.dtype == np.float32
     expected = MentionEncoder(minilm_dir).encode([m for _, m, _ in TRAIN])  # mean pooling, file order
@@ -336,7 +320,7 @@ def test_clip_interrupted_run_resumes_without_touching_the_file(dataset, image_f
 
 
 def test_clip_refuses_to_mix_dimensions(dataset, image_folder, tiny_clip_dir):
-    with pytest.raises(DataError, match="dimension 1024, but .* gives 32"):
+    with pytest.raises(SystemExit, match="dimension 1024, but .* gives 32"):
         prepare.main(["clip", "--data_dir", dataset["data_dir"], "--dataset", "mini", "--images", image_folder,
                       "--clip_model", tiny_clip_dir, "--num_workers", "0"])
 
@@ -344,9 +328,9 @@ def test_clip_refuses_to_mix_dimensions(dataset, image_folder, tiny_clip_dir):
 # ----------------------------------------------------------------------------- all
 
 def test_all_builds_only_what_is_missing(tmp_path, tokenizer_dir, minilm_dir, tiny_clip_dir, capsys):
-    from conftest import DEV, TEST
-
     from PIL import Image
+
+    from tiny import DEV, TEST
 
     folder = tmp_path / "fresh"  # raw inputs only: splits, entity list, images
     folder.mkdir()
@@ -444,8 +428,8 @@ def test_demo_embeddings_rebuild_to_the_same_demonstrations(tmp_path):
         expected = np.asarray(pickle.load(f))
     with open(rebuilt, "rb") as f:
         got = pickle.load(f)
-    train = load_split(os.path.join(demo, "train.json"))
-    dev = load_split(os.path.join(demo, "dev.json"))
+    train = read_split(os.path.join(demo, "train.json"))
+    dev = read_split(os.path.join(demo, "dev.json"))
     assert got.shape == expected.shape == (len(train), 384) and got.dtype == expected.dtype == np.float32
 
     # rows of equal mentions are bit-identical within each file, so their retrieval scores tie exactly and GEMEL's
@@ -469,7 +453,7 @@ def test_demo_embeddings_rebuild_to_the_same_demonstrations(tmp_path):
     # there, the lists may differ, by candidates of different mentions whose bundled scores are within 2 * score_tol.
     # Rows of one mention tie exactly in both files, so a swap between two of them would be a broken tie-break.
     score_tol = 5e-5
-    encoder = retrieval.MentionEncoder("minilm-l6")
+    encoder = MentionEncoder("minilm-l6")
     old = retrieval.DemonstrationRetriever(expected, train)
     new = retrieval.DemonstrationRetriever(got, train)
     for queries, own in ((dev, False), (train, True)):

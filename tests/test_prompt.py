@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from model import GEMEL
+from tiny import tiny_opt
 from utils import IMAGE_SLOT, PromptBuilder, demonstration_text, query_text
-from conftest import tiny_opt
 
 EX = {"text": "Jordan scored 40 points.", "mention": "Jordan", "target": "Michael Jordan"}
 

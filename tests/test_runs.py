@@ -10,10 +10,10 @@ import shutil
 import pytest
 import torch
 
-import experiment
 import infe
 import main as train_script
-from conftest import crash_at_evaluation, tiny_run_flags
+from mel.gemel import experiment
+from tiny import tiny_run_flags
 
 RUN = "tiny-opt0_tiny_linear_4token_2examples"
 
@@ -76,10 +76,10 @@ def test_infe_never_overwrites_predictions(tmp_path, tiny_dataset, tiny_opt_dir)
 
 
 def test_resume_with_changed_flags_is_refused_with_the_differences(tmp_path, tiny_dataset, tiny_opt_dir,
-                                                                   monkeypatch):
+                                                                   crash_at_evaluation):
     common = flags(tiny_dataset, tiny_opt_dir, tmp_path, "--accum_iter", "2", "--do_eval_steps", "4",
                    "--no-do_test")
-    crash_at_evaluation(monkeypatch, train_script, common)
+    crash_at_evaluation(train_script, common)
     message = exits_with(common + ["--resume", "--lr", "5e-4", "--train_bs", "2"])
     assert f"{RUN}.train_state.pt" in message and "--lr 0.001 -> 0.0005" in message
     assert "--train_bs 1 -> 2" in message
@@ -106,7 +106,7 @@ def test_state_is_saved_every_save_steps_optimizer_steps(tmp_path, tiny_dataset,
 
 
 def test_evaluation_inside_an_accumulation_window_resumes_exactly(tmp_path, tiny_dataset, tiny_opt_dir,
-                                                                  monkeypatch):
+                                                                  monkeypatch, crash_at_evaluation):
     """Dev evaluation every 6 micro-steps inside 4-step accumulation windows (as the paper preset: 5000 % 16 = 8):
     the state holds no accumulated gradients, so it is saved at the next optimizer step, and resuming gives the
     uninterrupted run's projector and metrics exactly."""
@@ -116,7 +116,7 @@ def test_evaluation_inside_an_accumulation_window_resumes_exactly(tmp_path, tiny
 
     train_script.main(run_flags(tmp_path / "whole"))
     saved_steps = spy_on_saves(monkeypatch)
-    crash_at_evaluation(monkeypatch, train_script, run_flags(tmp_path / "crashed"))  # at step 12
+    crash_at_evaluation(train_script, run_flags(tmp_path / "crashed"))  # at step 12
     assert saved_steps == [8]  # after the evaluation at step 6, at the optimizer step that closes its window
     train_script.main(run_flags(tmp_path / "crashed") + ["--resume"])
 
@@ -124,7 +124,7 @@ def test_evaluation_inside_an_accumulation_window_resumes_exactly(tmp_path, tiny
     resumed = torch.load(tmp_path / "crashed" / "ckpt" / f"{RUN}.train_state.pt", weights_only=True)
     assert resumed["progress"]["global_step"] == whole["progress"]["global_step"] == 24
     for key in ("weight", "bias"):
-        torch.testing.assert_close(resumed["linear"][key], whole["linear"][key], rtol=0, atol=0)
+        torch.testing.assert_close(resumed["weights"][key], whole["weights"][key], rtol=0, atol=0)
     timing = ("time", "saved", "dev_examples_per_s")  # wall clock, and where the checkpoint went
     rows = {name: [{k: v for k, v in json.loads(line).items() if k not in timing}
                    for line in open(tmp_path / name / "log" / f"{RUN}.metrics.jsonl")] for name in ("whole", "crashed")}
@@ -188,8 +188,8 @@ def test_nonfinite_loss_stops_training_and_keeps_no_nan_checkpoint(tmp_path, dat
                                                                     monkeypatch):
     real_load = train_script.load_experiment
 
-    def with_nan_projector(args, splits):
-        exp = real_load(args, splits)
+    def with_nan_projector(*args):
+        exp = real_load(*args)
         with torch.no_grad():
             exp.model.linear.bias[0] = float("inf")
         return exp
@@ -291,8 +291,8 @@ def test_every_metrics_row_reaches_the_tracker(tmp_path, tiny_dataset, tiny_opt_
         def end_training(self):
             closed.append(True)
 
-    monkeypatch.setattr(train_script.runs, "check_tracker", lambda report_to: None)
-    monkeypatch.setattr(train_script.runs, "start_tracker", lambda *a: Recorder())
+    monkeypatch.setattr(train_script, "check_tracker", lambda report_to: None)
+    monkeypatch.setattr(train_script, "start_tracker", lambda *a: Recorder())
     train_script.main(flags(tiny_dataset, tiny_opt_dir, tmp_path, "--report_to", "tensorboard"))
     rows = [json.loads(line) for line in open(tmp_path / "log" / f"{RUN}.metrics.jsonl")]
     assert [step for step, _ in logged] == [r["step"] for r in rows] and closed == [True]

@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from decoding import constrained_beam_search
-from trie import PrefixTree
+from mel.decoding.beam_search import constrained_beam_search
+from mel.tree.trie import PrefixTree
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

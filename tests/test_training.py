@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from conftest import tiny_opt
 from model import GEMEL
+from tiny import tiny_opt
 from utils import PromptBuilder
 
 TRAIN = [{"text": "Paris is in France.", "mention": "Paris", "target": "Paris"},
@@ -28,7 +28,7 @@ def test_loss_equals_hf_loss_on_target_tokens(tokenizer):
     torch.testing.assert_close(ours, ref)
 
 
-def test_loss_equals_hf_loss_for_a_llama_with_soft_capped_logits(tokenizer):
+def test_loss_equals_hf_loss_for_gemma2_with_soft_capped_logits(tokenizer):
     """The LM head sees only target positions through a hook, so a model's own logit post-processing still applies."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 

@@ -1,4 +1,5 @@
 """Tests for trie.PrefixTree: equivalence with a plain nested-dict tree, file format, GEMEL pickle, tokenizer checks."""
+import contextlib
 import importlib.util
 import mmap
 import os
@@ -10,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import genre_nested_dict
-from trie import PrefixTree, TokenizerMismatchError, is_opt_tokenizer, tokenizer_info
-
+from mel.errors import TokenizerMismatchError
+from mel.tree import trie
+from mel.tree.trie import PrefixTree, genre_nested_dict, is_opt_tokenizer, tokenizer_info
 
 # ----------------------------------------------------------------------------------------------- reference
 
@@ -147,12 +148,46 @@ def test_bad_sequences_are_rejected_with_their_index():
 
 # ----------------------------------------------------------------------------------------------- file format
 
-def test_load_is_memory_mapped_and_save_is_atomic(tmp_path):
+def test_save_is_atomic(tmp_path, monkeypatch):
+    """A save that dies half-way leaves the earlier tree file as it was, and no temp file."""
+    old = PrefixTree.from_sequences([[1, 4, 1]], 1)
+    new = PrefixTree.from_sequences([[1, 4, 1], [1, 5, 1]], 1)
+    path = tmp_path / "tree.trie"
+    old.save(path)
+    before = path.read_bytes()
+    real_atomic_write = trie.atomic_write
+
+    class DiesAfterTheHeader:
+        def __init__(self, handle):
+            self.handle, self.writes = handle, 0
+
+        def seek(self, position):
+            return self.handle.seek(position)
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 2:  # the header went out, the first section did not
+                raise KeyboardInterrupt("killed while saving")
+            return self.handle.write(data)
+
+    @contextlib.contextmanager
+    def dying_atomic_write(target, mode):
+        with real_atomic_write(target, mode) as handle:
+            yield DiesAfterTheHeader(handle)
+
+    monkeypatch.setattr(trie, "atomic_write", dying_atomic_write)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["tree.trie"]
+    new.save(path)
+    assert [1, 5, 1] in PrefixTree.load(path) and os.listdir(tmp_path) == ["tree.trie"]
+
+
+def test_load_is_memory_mapped(tmp_path):
     tree = PrefixTree.from_sequences([[1, 4, 1], [1, 4, 6, 1]], 1, {"name": "x", "fingerprint": "ab"})
     path = tmp_path / "tree.trie"
     tree.save(path)
-    tree.save(path)  # overwriting works and leaves no temp file behind
-    assert os.listdir(tmp_path) == ["tree.trie"]
     header = PrefixTree.read_header(path)
     assert header["num_names"] == 2 and header["num_nodes"] == tree.num_nodes
     assert header["tokenizer"] == {"name": "x", "fingerprint": "ab"} and header["eos_token_id"] == 1
@@ -296,3 +331,14 @@ def test_real_tokenizer_non_ascii_names_round_trip(smollm2_tokenizer, tmp_path):
     for token in paris[1:]:
         state = loaded.advance(state, np.array([token]))
     assert loaded.is_complete(state[0]) and len(loaded.allowed(state[0])) == 2  # EOS or the rest of "Paris Hilton"
+
+
+def test_the_tree_module_imports_no_torch():
+    """The prefix tree answers "what may come next" over token ids: importing it must not pull in torch."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import sys, mel.tree.trie, mel.tree.candidate_trees; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,5 +1,5 @@
-"""Candidate entities per mention: the file format, building it from the knowledge base, recall@k, and the
-per-example constraint that lets generation choose only among an example's own candidates.
+"""Candidate entities per mention: the file format, building it from the knowledge base, recall@k. Decoding among
+an example's own candidates is mel/tree/candidate_trees.py.
 
 File: `<dataset folder>/candidates.<split>.jsonl`, one JSON object per non-NIL line of `<split>.json`:
     {"line": 12, "mention": "Jordan", "candidates": ["Jordan", "Michael Jordan", ...], "scores": [0.91, ...]}
@@ -7,12 +7,15 @@ File: `<dataset folder>/candidates.<split>.jsonl`, one JSON object per non-NIL l
 candidates are entity names, best first. The gold entity may be missing: that is a retriever's miss, counted by
 recall@k, and the example can then not be linked correctly (unless --candidates_with_gold, an oracle setting).
 """
+import logging
 import os
 
 import numpy as np
 
-from trie import MAX_TOKEN_ID, PrefixTree
-from utils import NIL, DataError, read_jsonl_objects
+from mel.errors import DataError
+from mel.io.datasets import NIL, read_jsonl_objects
+
+logger = logging.getLogger(__name__)
 
 RECALL_AT = (1, 5, 10, 20, 50, 100)
 
@@ -59,37 +62,6 @@ def recall_at(candidates, examples, ks=RECALL_AT):
     return {k: 100.0 * sum(r is not None and r <= k for r in ranks) / n for k in ks}
 
 
-# ----------------------------------------------------------------------------- the per-example constraint
-
-class CandidateTrees:
-    """The prefix trees of a batch's candidate lists, stored as one PrefixTree.
-
-    Example i's names are stored as [EOS, VIRTUAL - i] + name + [EOS]: decoding starts example i past its virtual
-    token, so the allowed tokens at every step come from its own candidates only, while all examples still decode
-    together in the batched fast path. Virtual tokens lie beyond every vocabulary and are never offered.
-    """
-
-    def __init__(self, token_lists, eos_token_id):
-        """token_lists: per example, the token ids of each candidate name (as targets are tokenized)."""
-        sequences = [[eos_token_id, MAX_TOKEN_ID - i, *tokens, eos_token_id]
-                     for i, names in enumerate(token_lists) for tokens in names]
-        self.tree = PrefixTree.from_sequences(sequences, eos_token_id)
-        self.eos_token_id = eos_token_id
-        self._starts = self.tree.advance(np.full(len(token_lists), self.tree.start_state(), dtype=np.int64),
-                                         MAX_TOKEN_ID - np.arange(len(token_lists), dtype=np.int64))
-
-    def start_states(self, batch_size):
-        if batch_size != len(self._starts):
-            raise ValueError(f"CandidateTrees holds {len(self._starts)} examples, not {batch_size}")
-        return self._starts.copy()
-
-    def advance(self, states, tokens):
-        return self.tree.advance(states, tokens)
-
-    def allowed_indices(self, states):
-        return self.tree.allowed_indices(states)
-
-
 # ----------------------------------------------------------------------------- building (prepare.py candidates)
 
 def trigrams(text):
@@ -126,17 +98,17 @@ def rank_candidates(mention_vectors, mentions, name_vectors, names, k, shortlist
 
 def build_candidates(dataset_dir, splits, names, encoder_name, k, device=None, batch_size=128, cache_dir=None):
     """Write candidates.<split>.jsonl for each split; returns {split: recall@k dict}."""
-    from fileio import write_jsonl
-    from loading import pick_device
-    from retrieval import MentionEncoder
-    from utils import load_split
+    from mel.io.atomic import write_jsonl
+    from mel.io.datasets import read_split
+    from mel.models.loading import pick_device
+    from mel.retrieval.encoder import MentionEncoder
 
     encoder = MentionEncoder(encoder_name, device=str(pick_device(device)), cache_dir=cache_dir)
-    print(f"Embedding {len(names):,} entity names with {encoder_name}")
+    logger.info(f"Embedding {len(names):,} entity names with {encoder_name}")
     name_vectors = encoder.encode(names, batch_size=batch_size, progress=True)
     recalls = {}
     for split in splits:
-        examples = load_split(os.path.join(dataset_dir, f"{split}.json"), keep_nil=True)  # lists for NIL lines too
+        examples = read_split(os.path.join(dataset_dir, f"{split}.json"), keep_nil=True)  # lists for NIL lines too
         mentions = [ex["mention"] for ex in examples]
         ranked = rank_candidates(encoder.encode(mentions, batch_size=batch_size), mentions, name_vectors, names, k)
         rows = [{"line": ex["line"], "mention": ex["mention"], "candidates": cands, "scores": scores}
@@ -145,6 +117,6 @@ def build_candidates(dataset_dir, splits, names, encoder_name, k, device=None, b
         write_jsonl(path, rows)
         recalls[split] = recall_at({ex["line"]: r["candidates"] for ex, r in zip(examples, rows)}, examples,
                                    [r for r in RECALL_AT if r <= k])
-        print(f"Wrote {path}: {k} candidates for each of {len(rows):,} mentions; recall "
-              + ", ".join(f"@{r} {v:.1f} %" for r, v in recalls[split].items()))
+        logger.info(f"Wrote {path}: {k} candidates for each of {len(rows):,} mentions; recall "
+                    + ", ".join(f"@{r} {v:.1f} %" for r, v in recalls[split].items()))
     return recalls

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 
-from utils import DataError
+from mel.errors import DataError
 
 _HOW_TO_FIX = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
                errno.EROFS: "the file system is read-only", errno.EACCES: "no permission to write there",

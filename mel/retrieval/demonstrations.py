@@ -2,71 +2,25 @@
 
 Also builds the training-mention embedding file main.py reads (`prepare.py embeddings`).
 
-GEMEL's rules (see README): the key is the mention string alone; demonstrations are the top-k training
+GEMEL's rules (docs/differences.md): the key is the mention string alone; demonstrations are the top-k training
 examples, listed least similar first; a training query skips every training example with the same mention
 and text; ties are broken by file order as a stable ascending sort does (later in the file = more similar).
 """
+import logging
 import os
 import pickle
 import time
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from fileio import atomic_write, file_size
-from loading import check_model_name, packaged_path, pick_device
-from params import DATASET_PRESETS, ENCODER_REGISTRY, PAPER_PRESET
-from utils import DataError, load_mention_embeddings, load_split
+from mel.errors import DataError
+from mel.io.atomic import atomic_write, file_size
+from mel.io.datasets import load_mention_embeddings, read_split
+from mel.models.loading import pick_device
+from mel.models.registry import preset
+from mel.retrieval.encoder import MentionEncoder, resolve_encoder
 
-
-def resolve_encoder(name):
-    """(path, pooling) of a short encoder name, hub id, or local directory."""
-    spec = ENCODER_REGISTRY.get(name)
-    if spec is None:
-        for entry in ENCODER_REGISTRY.values():
-            if entry.get("path") == name:
-                spec = entry
-    if spec is None:
-        check_model_name(name, "--simcse_model", ENCODER_REGISTRY)
-        # sentence-transformers folders carry modules.json and were trained with mean pooling
-        pooling = "mean" if os.path.exists(os.path.join(name, "modules.json")) else "pooler"
-        return name, pooling
-    if "package" in spec:
-        return packaged_path(spec["package"], f"sentence encoder {name!r}", spec.get("subdir", "")), spec["pooling"]
-    return spec["path"], spec["pooling"]
-
-
-class MentionEncoder:
-    """Mention strings -> float32 vectors (SimCSE: pooler output; sentence-transformers: mean of tokens)."""
-
-    def __init__(self, name, device="cpu", cache_dir=None):
-        from transformers import AutoModel, AutoTokenizer
-
-        path, self.pooling = resolve_encoder(name)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
-            self.model = AutoModel.from_pretrained(path, cache_dir=cache_dir).to(device).eval()
-        except OSError as error:
-            raise DataError(f"--simcse_model {name!r}: cannot load it ({str(error).strip().splitlines()[0]}); give a "
-                            f"local folder, a hub id reachable from here, or a short name "
-                            f"({', '.join(ENCODER_REGISTRY)})") from None
-        self.device = device
-
-    @torch.no_grad()
-    def encode(self, texts, batch_size=128, progress=False, desc="embed mentions"):
-        out = []
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress):
-            enc = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                 return_tensors="pt").to(self.device)
-            hidden = self.model(**enc, return_dict=True)
-            if self.pooling == "pooler":
-                vec = hidden.pooler_output
-            else:
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.last_hidden_state.dtype)
-                vec = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(vec.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+logger = logging.getLogger(__name__)
 
 
 class DemonstrationRetriever:
@@ -112,8 +66,8 @@ class DemonstrationRetriever:
 # ----------------------------------------------------------------------------- the training-mention embedding file
 
 def default_embedding_path(dataset_dir, dataset, ment_embed_file=None):
-    """The file main.py reads for this dataset (params.DATASET_PRESETS), unless named."""
-    return os.path.join(dataset_dir, ment_embed_file or DATASET_PRESETS.get(dataset, PAPER_PRESET)["ment_embed_file"])
+    """The file main.py reads for this dataset (its preset's), unless named."""
+    return os.path.join(dataset_dir, ment_embed_file or preset(dataset)["ment_embed_file"])
 
 
 def build_embeddings(train_file, encoder_name, output, device=None, batch_size=128, cache_dir=None):
@@ -123,22 +77,22 @@ def build_embeddings(train_file, encoder_name, output, device=None, batch_size=1
     bit-identical and their retrieval scores tie exactly, as GEMEL's tie-breaking rule assumes.
     """
     start = time.time()
-    train = load_split(train_file)
+    train = read_split(train_file)
     if not train:
         raise DataError(f"{train_file}: no non-NIL examples; the embeddings have one row per non-NIL example")
     mentions = [ex["mention"] for ex in train]
     distinct = sorted(dict.fromkeys(mentions), key=len)
     _, pooling = resolve_encoder(encoder_name)
-    print(f"Embedding {len(distinct):,} distinct mentions of {len(train):,} training examples with "
-          f"{encoder_name} ({pooling} pooling)")
+    logger.info(f"Embedding {len(distinct):,} distinct mentions of {len(train):,} training examples with "
+                f"{encoder_name} ({pooling} pooling)")
     encoder = MentionEncoder(encoder_name, device=str(pick_device(device)), cache_dir=cache_dir)
     vectors = encoder.encode(distinct, batch_size=batch_size, progress=True)  # (n_distinct, dim)
     row = {m: i for i, m in enumerate(distinct)}
     matrix = np.ascontiguousarray(vectors[[row[m] for m in mentions]], dtype=np.float32)  # (n_train, dim)
     with atomic_write(output, "wb") as f:
         pickle.dump(matrix, f, protocol=4)
-    print(f"Wrote {output}: float32 {list(matrix.shape)} (one row per non-NIL line of {train_file}), "
-          f"{file_size(output)}, {time.time() - start:.1f} s")
+    logger.info(f"Wrote {output}: float32 {list(matrix.shape)} (one row per non-NIL line of {train_file}), "
+                f"{file_size(output)}, {time.time() - start:.1f} s")
     return output
 
 
@@ -147,7 +101,7 @@ def stale_embeddings(path, train_file):
     if not os.path.exists(path):
         return "does not exist"
     try:
-        load_mention_embeddings(path, len(load_split(train_file)), train_file)
+        load_mention_embeddings(path, len(read_split(train_file)), train_file)
     except DataError as error:  # truncated, not a pickle, naming code, wrong shape, NaN: rebuilding replaces it
         return f"cannot be used ({error})"
     return None

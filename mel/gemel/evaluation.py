@@ -1,5 +1,6 @@
 """Evaluation: decode a split with the prefix tree, score it (GEMEL's exact-match accuracy), one record per example."""
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -8,10 +9,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import distributed
-from candidates import CandidateTrees
-from decoding import DecodingOptions
-from utils import NIL, DataError, length_bucketed_batches
+from mel.decoding import beam_search
+from mel.decoding.beam_search import DecodingOptions
+from mel.errors import DataError
+from mel.io.datasets import NIL
+from mel.tree.candidate_trees import CandidateTrees
+from utils import length_bucketed_batches
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class EvalSettings:
     num_beams: int = 5
     max_new_tokens: int = 32
     batch_size: int = 8
-    decoding: str = "fast"     # "fast" (decoding.constrained_beam_search) or "reference" (transformers' generate)
+    decoding: str = "fast"     # "fast" (constrained_beam_search) or "reference" (transformers' generate)
     options: DecodingOptions = field(default_factory=DecodingOptions)  # how the fast path runs
     show_examples: int = 2     # predictions printed after the run
     nil_threshold: float | None = None  # predict NIL when the best score is below it (None: never, as GEMEL)
@@ -44,21 +49,38 @@ def decode(exp, split, settings):
     """Yield (example indices, per example [(name, score), ...] best first) batch by batch, with progress.
 
     Batches are length-bucketed (longest first) so that little compute goes to padding. With N processes
-    (distributed.py) this process decodes every N-th batch: each batch is the one a single process decodes.
+    (exp.processes) this process decodes every N-th batch: each batch is the one a single process decodes.
     """
     model, builder = exp.model, exp.builder
     model.eval()
     lengths = [builder.prompt_length(ex, d) for ex, d in zip(split.examples, split.demos)]
-    batches = distributed.shard(length_bucketed_batches(lengths, settings.batch_size, shuffle=False))
-    for batch_idx in tqdm(batches, desc=f"decode {split.name}", unit="batch", disable=not distributed.is_main()):
+    batches = exp.processes.shard(length_bucketed_batches(lengths, settings.batch_size, shuffle=False))
+    for batch_idx in tqdm(batches, desc=f"decode {split.name}", unit="batch", disable=not exp.processes.is_main):
         exs = [split.examples[i] for i in batch_idx]
         batch = builder.collate(exs, [split.demos[i] for i in batch_idx], split.images[batch_idx], training=False)
-        out = model.generate(batch, _tree_for(exp, split, exs), settings.num_beams, settings.max_new_tokens,
-                             settings.decoding, settings.options)
+        out = generate(model, batch, _tree_for(exp, split, exs), settings.num_beams, settings.max_new_tokens,
+                       settings.decoding, settings.options)
         ranked = _decode_ranked(exp.tokenizer, out.ranked)
         for ex, hypotheses in zip(exs, ranked):
             _check_finite(ex, hypotheses, split.name)
         yield batch_idx, ranked
+
+
+@torch.no_grad()
+def generate(model, batch, tree, num_beams, max_new_tokens, method="fast", options=None):
+    """The ranked names of each example of a left-padded PromptBatch (token ids without EOS, and scores).
+
+    method: "fast" (beam_search.constrained_beam_search, run as `options` says) or "reference" (transformers'
+    generate()); both score a name as GEMEL's original did: its log-probabilities, EOS included, summed and
+    divided by that length.
+    """
+    inputs_embeds = model.embed(batch)
+    mask = batch.attention_mask.to(inputs_embeds.device)
+    if method == "reference":
+        return beam_search.generate_reference(model.lm, inputs_embeds, mask, tree, num_beams=num_beams,
+                                              max_new_tokens=max_new_tokens)
+    return beam_search.constrained_beam_search(model.lm, inputs_embeds, mask, tree, num_beams=num_beams,
+                                               max_new_tokens=max_new_tokens, options=options)
 
 
 def evaluate(exp, split, settings):
@@ -72,14 +94,14 @@ def evaluate(exp, split, settings):
             for i, hypotheses in zip(batch_idx, ranked):
                 yield i, _record(split.examples[i], hypotheses, split.demos[i], settings.nil_threshold)
 
-    records = distributed.gather_in_order(len(split.examples), records_here)
+    records = exp.processes.gather_in_order(len(split.examples), records_here)
     summary = summarize(records, settings.num_beams, time.perf_counter() - start)
     for r in records[:settings.show_examples]:
-        print(f"  {'OK ' if r['correct'] else 'ERR'} mention={r['mention']!r} target={r['target']!r} "
-              f"prediction={r['prediction']!r}")
+        logger.info(f"  {'OK ' if r['correct'] else 'ERR'} mention={r['mention']!r} target={r['target']!r} "
+                    f"prediction={r['prediction']!r}")
     hits_at = ", ".join(f"@{k} {summary[f'hits@{k}']:.2f}" for k in range(1, settings.num_beams + 1))
-    print(f"acc: {summary['accuracy']:.4f} %   (Hits {hits_at}, MRR {summary['mrr']:.4f}; "
-          f"{summary['examples']} examples in {summary['seconds']:.1f} s, {summary['examples_per_s']:.2f}/s)")
+    logger.info(f"acc: {summary['accuracy']:.4f} %   (Hits {hits_at}, MRR {summary['mrr']:.4f}; "
+                f"{summary['examples']} examples in {summary['seconds']:.1f} s, {summary['examples_per_s']:.2f}/s)")
     return Evaluation(summary["accuracy"], records, summary)
 
 
@@ -165,7 +187,8 @@ def nil_threshold_on_dev(exp, settings):
     threshold = choose_nil_threshold(dev.records)
     chosen = dataclasses.replace(settings, nil_threshold=threshold)
     accuracy = summarize([_with_nil(r, threshold) for r in dev.records], settings.num_beams, 0)["accuracy"]
-    print(f"NIL threshold chosen on dev: {threshold} (dev accuracy with NIL {dev.accuracy:.2f} % -> {accuracy:.2f} %)")
+    logger.info(f"NIL threshold chosen on dev: {threshold} "
+                f"(dev accuracy with NIL {dev.accuracy:.2f} % -> {accuracy:.2f} %)")
     return chosen
 
 

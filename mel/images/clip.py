@@ -6,15 +6,19 @@ resumable, atomic update of the feature file; also which image keys of the split
 import contextlib
 import glob
 import json
+import logging
 import os
 import shutil
 import time
 
 import numpy as np
 
-from fileio import atomic_path, atomic_write, file_size, write_lines
-from loading import pick_device
-from utils import DataError, image_key, load_split
+from mel.errors import DataError
+from mel.io.atomic import atomic_path, atomic_write, file_size, write_lines
+from mel.io.datasets import image_key, read_split
+from mel.models.loading import pick_device
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 DEFAULT_IMG_FEAT = "clip_vit_large_patch14_1024.hdf5"
@@ -41,8 +45,8 @@ def list_image_folder(folder):
             path = os.path.join(root, name)
             items.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
     if ignored:
-        print(f"Ignored {ignored} file(s) in {folder} without an image extension ({' '.join(IMAGE_EXTENSIONS)}); "
-              f"list them with --image_list to include them")
+        logger.info(f"Ignored {ignored} file(s) in {folder} without an image extension ({' '.join(IMAGE_EXTENSIONS)}); "
+                    f"list them with --image_list to include them")
     return items
 
 
@@ -73,7 +77,7 @@ def split_image_keys(dataset_dir):
     for split in SPLITS:
         path = os.path.join(dataset_dir, f"{split}.json")
         if os.path.exists(path):
-            keys += [image_key(ex) for ex in load_split(path)]
+            keys += [image_key(ex) for ex in read_split(path)]
     return list(dict.fromkeys(keys))
 
 
@@ -90,8 +94,8 @@ def missing_image_keys(dataset_dir, feature_file):
 def report_split_coverage(dataset_dir, feature_file):
     missing = missing_image_keys(dataset_dir, feature_file)
     if missing:
-        print(f"Warning: {len(missing):,} image keys of {dataset_dir}'s splits have no feature in {feature_file} "
-              f"(e.g. {missing[:3]}); main.py stops on them. Add those images, or a --default_image.")
+        logger.warning(f"{len(missing):,} image keys of {dataset_dir}'s splits have no feature in {feature_file} "
+                       f"(e.g. {missing[:3]}); main.py stops on them. Add those images, or a --default_image.")
     return missing
 
 
@@ -299,8 +303,8 @@ def extract_clip_features(items, output, clip_model=DEFAULT_CLIP_MODEL, batch_si
     todo = [(key, path) for key, path in items if key not in in_file and key not in in_parts]
     summary = {"listed": len(items), "in_file": len(in_file), "resumed": len(in_parts), "computed": 0, "bad": [],
                "output": output}
-    print(f"CLIP features for {len(items):,} images -> {output}: {len(in_file):,} already in the file, "
-          f"{len(in_parts):,} saved by an interrupted run, {len(todo):,} to compute")
+    logger.info(f"CLIP features for {len(items):,} images -> {output}: {len(in_file):,} already in the file, "
+                f"{len(in_parts):,} saved by an interrupted run, {len(todo):,} to compute")
 
     if todo:
         encoder = ClipEncoder(clip_model, pick_device(device))
@@ -362,8 +366,8 @@ def encode_all(todo, encoder, parts, summary, batch_size, num_workers, min_image
             bar.update(len(batch))
     except KeyboardInterrupt:
         bar.close()
-        print(f"\nInterrupted: {summary['output']} is unchanged; finished batches are saved in {parts.folder}. "
-              f"Rerun the same command to continue.")
+        logger.info(f"\nInterrupted: {summary['output']} is unchanged; finished batches are saved in {parts.folder}. "
+                    f"Rerun the same command to continue.")
         raise
     bar.close()
 
@@ -394,17 +398,17 @@ def print_clip_summary(summary, default_image):
                                                                                 "missing")}
     action = f"given the features of --default_image {default_image}" if default_image else \
         "skipped (not written; a rerun tries them again)"
-    print(f"Summary: {summary['listed']:,} images listed; {summary['in_file']:,} already in the file; "
-          f"{summary['resumed']:,} resumed from an interrupted run; {summary['computed']:,} computed now; "
-          f"{len(bad):,} bad ({', '.join(f'{n} {r}' for r, n in counts.items())}) {action}")
+    logger.info(f"Summary: {summary['listed']:,} images listed; {summary['in_file']:,} already in the file; "
+                f"{summary['resumed']:,} resumed from an interrupted run; {summary['computed']:,} computed now; "
+                f"{len(bad):,} bad ({', '.join(f'{n} {r}' for r, n in counts.items())}) {action}")
     for key, reason, detail in bad[:SHOWN]:
-        print(f"  {reason:<10} {key}  ({detail})")
+        logger.info(f"  {reason:<10} {key}  ({detail})")
     if bad:
         report = os.path.splitext(summary["output"])[0] + ".bad_images.tsv"
         write_lines(report, ["key\treason\tdetail"] + [f"{k}\t{r}\t{d}" for k, r, d in bad])
-        print(f"Wrote {report} (all {len(bad):,} bad images)")
+        logger.info(f"Wrote {report} (all {len(bad):,} bad images)")
     if summary["added"]:
-        print(f"Wrote {summary['output']}: {summary['added']:,} new features, {file_size(summary['output'])}, "
-              f"{summary['seconds']:.1f} s")
+        logger.info(f"Wrote {summary['output']}: {summary['added']:,} new features, {file_size(summary['output'])}, "
+                    f"{summary['seconds']:.1f} s")
     else:
-        print(f"{summary['output']}: nothing new to write")
+        logger.info(f"{summary['output']}: nothing new to write")

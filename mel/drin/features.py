@@ -12,7 +12,7 @@ runs read (--img_feat); `*_joint` are the two towers of an image-text space for 
 original: its logits / 100 are these cosines). Optional `objects` / `object_scores` hold detector crops for the ii
 edge; without them the ii edge compares the two whole images (one object per side, score 1).
 """
-import hashlib
+import logging
 import os
 
 import h5py
@@ -20,8 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fileio import atomic_path, file_size
-from utils import DataError, image_key, load_image_features, load_split, read_jsonl_objects
+from mel.errors import DataError
+from mel.io.atomic import atomic_path, file_size
+from mel.io.datasets import image_key, load_image_features, read_jsonl_objects, read_split
+from mel.io.provenance import sha256_of
+
+logger = logging.getLogger(__name__)
 
 ENTITIES_FILE = "entities.jsonl"
 CAPTIONS_FILE = "image_captions.jsonl"
@@ -35,14 +39,6 @@ def split_features_path(folder, split):
 
 def entity_features_path(folder):
     return os.path.join(folder, "drin.entities.h5")
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -97,7 +93,7 @@ class TextEncoder:
     """Token states of a BERT-style encoder: span means, pooled sentences, and WikiMEL's entity poolings."""
 
     def __init__(self, name, device="cpu", cache_dir=None, max_length=512):
-        from retrieval import MentionEncoder
+        from mel.retrieval.encoder import MentionEncoder
         self.encoder = MentionEncoder(name, device=device, cache_dir=cache_dir)
         self.name, self.device, self.max_length = name, device, max_length
         self.dim = self.encoder.model.config.hidden_size
@@ -217,7 +213,7 @@ def _per_key(keys, compute, width):
     return out
 
 
-def _write(path, arrays, attrs):
+def _write_h5(path, arrays, attrs):
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as h5:
             for name, value in arrays.items():
@@ -226,7 +222,8 @@ def _write(path, arrays, attrs):
                 else:
                     h5.create_dataset(name, data=value)
             h5.attrs.update(attrs)
-    print(f"Wrote {path}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items()) + f", {file_size(path)}")
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items())
+    logger.info(f"Wrote {path}: {shapes}, {file_size(path)}")
 
 
 def build_entity_features(folder, text, space, img_feat, dim_image, pooling="encoder"):
@@ -234,8 +231,8 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
     path = os.path.join(folder, ENTITIES_FILE)
     entities = read_entities(path)
     texts = [entity_text(e) for e in entities]
-    print(f"DRIN entity features for {len(entities):,} entities ({sum(e['image'] is None for e in entities):,} "
-          f"without an image) with {text.name}")
+    logger.info(f"DRIN entity features for {len(entities):,} entities ({sum(e['image'] is None for e in entities):,} "
+                f"without an image) with {text.name}")
     if pooling == "wikimel":
         vertex, edge = text.wikimel_entities(texts)
     else:
@@ -246,7 +243,7 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
               "image": _per_key(images, lambda keys: load_image_features(img_feat, keys, dim_image), dim_image),
               "text_joint": text_joint, "image_joint": _per_key(images, space.images, text_joint.shape[1]),
               "has_image": np.array([k is not None for k in images])}
-    _write(entity_features_path(folder), arrays, {"format": FORMAT, "entities_sha256": sha256_of(path),
+    _write_h5(entity_features_path(folder), arrays, {"format": FORMAT, "entities_sha256": sha256_of(path),
                                                    "text_encoder": text.name, "pooling": pooling,
                                                    "img_feat": os.path.basename(img_feat)})
 
@@ -254,20 +251,20 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
 def build_split_features(folder, split, text, space, img_feat, dim_image):
     """drin.<split>.h5 for the non-NIL lines of <split>.json."""
     split_file = os.path.join(folder, f"{split}.json")
-    examples = load_split(split_file)
+    examples = read_split(split_file)
     texts = [ex["text"] for ex in examples]
     spans = [tuple(ex["mention_span"]) if isinstance(ex.get("mention_span"), list) and len(ex["mention_span"]) == 2
              else mention_span(ex["text"], ex["mention"]) for ex in examples]
     span_means, fallbacks = text.spans(texts, spans)
     if fallbacks:
-        print(f"  {split}: {fallbacks} mention(s) not found in their text (or past {text.max_length} tokens): their "
-              f"text feature is the mean of the whole sentence")
+        logger.info(f"  {split}: {fallbacks} mention(s) not found in their text (or past {text.max_length} tokens): "
+                    f"their text feature is the mean of the whole sentence")
     keys = [image_key(ex) for ex in examples]
     text_joint = space.texts(texts)
     image = _per_key(keys, lambda known: load_image_features(img_feat, known, dim_image), dim_image)
     arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), "text": span_means,
               "image": image[:, None, :],  # one region: a pooled feature
               "text_joint": text_joint, "image_joint": _per_key(keys, space.images, text_joint.shape[1])}
-    _write(split_features_path(folder, split), arrays, {"format": FORMAT, "split_sha256": sha256_of(split_file),
+    _write_h5(split_features_path(folder, split), arrays, {"format": FORMAT, "split_sha256": sha256_of(split_file),
                                                         "text_encoder": text.name,
                                                         "img_feat": os.path.basename(img_feat)})

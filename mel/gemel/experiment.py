@@ -1,23 +1,27 @@
-"""The shared set-up of training and evaluation: the LM, the projector, the splits with their demonstrations and
-image features, the prefix tree, and where a run's checkpoint lives. main.py and infe.py are thin scripts over it.
+"""The shared set-up of GEMEL's training, evaluation and linking: the LM, the projector, the splits with their
+demonstrations and image features, and the prefix tree. main.py, infe.py and link.py are thin scripts over it.
 
 Every input is read and checked before the LM is loaded, so that a bad file fails in seconds with one line that names
-it and says what to do (run_script turns a DataError into that line).
+it and says what to do.
 """
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
-import distributed
-import runs
-from candidates import candidates_path, read_candidates, recall_at, with_gold
-from decoding import Unconstrained
-from loading import keep_freed_memory_for_reuse, load_lm, load_tokenizer, pick_device, pick_dtype
+from mel.decoding.beam_search import Unconstrained
+from mel.errors import DataError
+from mel.io.datasets import NIL, image_key, load_image_features, load_mention_embeddings, read_split
+from mel.models.loading import keep_freed_memory_for_reuse, load_lm, load_tokenizer, pick_device, pick_dtype
+from mel.retrieval.candidates import candidates_path, read_candidates, recall_at, with_gold
+from mel.retrieval.demonstrations import DemonstrationRetriever
+from mel.retrieval.encoder import MentionEncoder, resolve_encoder
+from mel.runs.processes import Processes
+from mel.tree.store import load_prefix_tree
 from model import GEMEL
-from retrieval import DemonstrationRetriever, MentionEncoder, resolve_encoder
-from trees import load_prefix_tree
-from trie import TokenizerMismatchError
-from utils import NIL, DataError, PromptBuilder, image_key, load_image_features, load_mention_embeddings, load_split
+from utils import PromptBuilder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,10 +38,11 @@ class Experiment:
     model: GEMEL
     tokenizer: object
     builder: PromptBuilder
-    tree: object          # trie.PrefixTree, or decoding.Unconstrained with --no-use_prefix_tree
+    tree: object          # PrefixTree, or Unconstrained with --no-use_prefix_tree
     splits: dict          # split name -> Split
     demonstrations: object = None  # DemonstrationFinder: demonstrations for new queries (link.py)
     args: object = None
+    processes: Processes = field(default_factory=Processes)  # one process unless launched as several
 
     def make_split(self, name, examples, images, candidates=None):
         """A Split of `examples` (dicts with text, mention, target, line): demonstrations retrieved and fitted to
@@ -53,38 +58,19 @@ class Experiment:
         return split
 
 
-def run_script(body, args):
-    """Run a script's body: bad input ends it with one line naming the file and what to do, not a traceback.
-
-    With N processes (distributed.py) the main process prints that line and the others exit quietly with status 1:
-    they failed on the same input, or stopped because another process failed (distributed.Stopped)."""
-    try:
-        return body(args)
-    except (DataError, TokenizerMismatchError) as error:
-        if not distributed.is_main():
-            raise SystemExit(1) from None
-        raise SystemExit(f"error: {error}") from None
-    finally:
-        distributed.finish()
-
-
-def checkpoint_path(args):
-    """The checkpoint a run writes (GEMEL's file name in --ckpt_dir), or --best_ckpt: a path or a name in --ckpt_dir."""
-    return runs.resolve_checkpoint(args.best_ckpt, args.ckpt_dir, runs.RunFiles.of(args).checkpoint)
-
-
-def load_experiment(args, split_names):
+def load_experiment(args, split_names, processes=None):
     """Everything evaluation and training need: data and tree checked first, then the LM, then demonstrations."""
-    device = distributed.local_device(pick_device(args.device))
-    if args.device_map is not None and distributed.world_size() > 1:
-        raise DataError(f"--device_map with {distributed.world_size()} processes: each process would place a whole LM "
+    processes = processes or Processes()
+    device = processes.local_device(pick_device(args.device))
+    if args.device_map is not None and processes.size > 1:
+        raise DataError(f"--device_map with {processes.size} processes: each process would place a whole LM "
                         f"over the same devices. Run one process with --device_map (an LM too big for one GPU), or N "
                         f"processes without it (one GPU each)")
     tokenizer = load_tokenizer(args.model_name, args.cache_dir)
-    train = load_split(args.data_file["train"])
+    train = read_split(args.data_file["train"])
     if not train:
         raise DataError(f"{args.data_file['train']}: no non-NIL examples; demonstrations and training come from it")
-    examples = {name: train if name == "train" else load_split(args.data_file[name], keep_nil=args.keep_nil)
+    examples = {name: train if name == "train" else read_split(args.data_file[name], keep_nil=args.keep_nil)
                 for name in split_names}
     for name, split_examples in examples.items():
         if not split_examples:
@@ -110,10 +96,12 @@ def load_experiment(args, split_names):
     lm = load_lm(args.model_name, pick_dtype(args.dtype, device), device, args.cache_dir, args.device_map,
                  args.max_memory, args.offload_folder)
     model = GEMEL(lm, args.dim_clip, args.visual_prefix_length)
-    finder = DemonstrationFinder(args, train, train_emb, device) if args.ICL_examples_num > 0 else None
+    finder = None
+    if args.ICL_examples_num > 0:
+        finder = DemonstrationFinder(args, train, train_emb, device, show_progress=processes.is_main)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = PromptBuilder(tokenizer, train, features_of(train), args.visual_prefix_length, pad)
-    exp = Experiment(model, tokenizer, builder, tree, {}, finder, args)
+    exp = Experiment(model, tokenizer, builder, tree, {}, finder, args, processes)
     for name in split_names:
         exp.splits[name] = exp.make_split(name, examples[name], features_of(examples[name]), candidates[name])
     return exp
@@ -126,8 +114,9 @@ def _candidates(args, split_name, examples):
     path = candidates_path(args.dataset_dir, split_name)
     candidates = read_candidates(path, examples)
     recall = recall_at(candidates, examples, (1, max(len(c) for c in candidates.values())))
-    print(f"{split_name}: candidates from {path}, recall " + ", ".join(f"@{k} {v:.1f} %" for k, v in recall.items())
-          + (" (the gold is added where missing: --candidates_with_gold)" if args.candidates_with_gold else ""))
+    shown = ", ".join(f"@{k} {v:.1f} %" for k, v in recall.items())
+    oracle = " (the gold is added where missing: --candidates_with_gold)" if args.candidates_with_gold else ""
+    logger.info(f"{split_name}: candidates from {path}, recall {shown}{oracle}")
     return with_gold(candidates, examples) if args.candidates_with_gold else candidates
 
 
@@ -143,10 +132,10 @@ def _image_features(args, train, examples):
 
 
 class DemonstrationFinder:
-    """Each query's demonstrations: training indices by mention similarity, least similar first (retrieval.py)."""
+    """Each query's demonstrations: training indices by mention similarity, least similar first (mel/retrieval)."""
 
-    def __init__(self, args, train, train_emb, device):
-        self.args, self.train = args, train
+    def __init__(self, args, train, train_emb, device, show_progress=True):
+        self.args, self.train, self.show_progress = args, train, show_progress
         self.retriever = DemonstrationRetriever(train_emb, train)
         self.encoder = MentionEncoder(args.simcse_model, device=device, cache_dir=args.cache_dir)
         if self.encoder.model.config.hidden_size != train_emb.shape[1]:
@@ -158,7 +147,7 @@ class DemonstrationFinder:
     def __call__(self, examples, split_name):
         """A training query (split "train") never gets itself: examples with its mention and text are skipped."""
         n = self.args.ICL_examples_num
-        queries = self.encoder.encode([ex["mention"] for ex in examples], progress=distributed.is_main())
+        queries = self.encoder.encode([ex["mention"] for ex in examples], progress=self.show_progress)
         demos = self.retriever.retrieve(queries, n, queries=examples, exclude_self=(split_name == "train"))
         short = [ex["line"] for ex, d in zip(examples, demos) if len(d) < n]
         if short:
@@ -194,8 +183,8 @@ def _fit_context(builder, examples, demos, lm, args, split_name):
         shortened += len(kept) < len(ex_demos)
         fitted.append(kept)
     if shortened:
-        print(f"{split_name}: {shortened} of {len(examples)} prompts were longer than the LM's {limit} positions; "
-              f"their least similar demonstrations were left out")
+        logger.info(f"{split_name}: {shortened} of {len(examples)} prompts were longer than the LM's {limit} "
+                    f"positions; their least similar demonstrations were left out")
     return fitted
 
 
@@ -206,7 +195,8 @@ def report_unreachable_names(builder, tree, split):
     missing = [ex for ex in linked if [eos, *builder.cache[ex["target"]].tolist(), eos] not in tree]
     if missing:
         ceiling = 100.0 * (len(split.examples) - len(missing)) / len(split.examples)
-        print(f"Warning: {len(missing)} of {len(linked)} {split.name} gold names are not in the prefix tree, "
-              f"so decoding cannot produce them (accuracy ceiling {ceiling:.2f} %), e.g. {missing[0]['target']!r} "
-              f"(line {missing[0]['line']}); add them to the entity list and rebuild the tree")
+        logger.warning(f"{len(missing)} of {len(linked)} {split.name} gold names are not in the prefix tree, "
+                       f"so decoding cannot produce them (accuracy ceiling {ceiling:.2f} %), e.g. "
+                       f"{missing[0]['target']!r} (line {missing[0]['line']}); add them to the entity list and "
+                       f"rebuild the tree")
     return len(missing)

@@ -1,4 +1,4 @@
-"""Prefix tree of entity names for constrained decoding (GEMEL issue 3).
+"""Prefix tree of entity names for constrained decoding.
 
 Every entity name is stored as the token sequence [EOS] + tokens(name) + [EOS], tokens(name) being
 tokenizer(name, add_special_tokens=False).input_ids. Node 0 is the root; its only child is the leading EOS
@@ -29,8 +29,9 @@ from typing import Iterable, Iterator
 import marisa_trie
 import numpy as np
 
-from fileio import atomic_write
-from safeload import load_pickle
+from mel.errors import TokenizerMismatchError
+from mel.io.atomic import atomic_write
+from mel.io.safeload import load_pickle
 
 FORMAT_VERSION = 1
 MAGIC = b"GEMELTRIE\x00"
@@ -41,10 +42,6 @@ _SURROGATE_START, _SURROGATE_SIZE = 0xD800, 0x800
 MAX_TOKEN_ID = 0x10FFFF - _SURROGATE_SIZE - 1
 _TILE_MIN_PAIRS = 4096  # allowed_indices tiles one slice instead of gathering when all states agree and it pays off
 _REBUILD_COMMAND = "python prepare.py trie --dataset {folder} --model_name {model}"
-
-
-class TokenizerMismatchError(ValueError):
-    """The tree was built with another tokenizer than the one it is used with."""
 
 
 class _PickledGenreTrie:
@@ -127,7 +124,7 @@ class PrefixTree:
         self._edge_key = edge_key        # (num_edges,) int64, sorted
         self.eos_token_id = int(eos_token_id)
         self.tokenizer = dict(tokenizer or {})
-        self.source = {}  # what the tree was built from, e.g. {"file": "entities.txt", "sha256": ...} (trees.py)
+        self.source = {}  # what the tree was built from, e.g. {"file": "entities.txt", "sha256": ...} (store.py)
         self.num_nodes = len(offsets) - 1
         self._num_names = int(num_names)
         self._marisa_bytes = marisa_bytes  # buffer (memory-mapped when loaded) to build the marisa trie on demand
@@ -288,7 +285,7 @@ class PrefixTree:
     # ------------------------------------------------------------------------------------------- file format
 
     def save(self, path) -> None:
-        """Write the tree to one file, atomically (fileio.atomic_write: temp file beside it, then os.replace).
+        """Write the tree to one file, atomically (mel.io.atomic.atomic_write: temp file beside it, then os.replace).
 
         Layout: MAGIC, uint64 header length, JSON header, then 64-byte aligned sections (offsets, edge_key, the
         marisa trie's bytes) whose offsets the header records.

@@ -5,16 +5,19 @@ building it from the folder's entities.txt, GEMEL's prefix_tree_opt.pkl or anoth
 main.py / infe.py (which build a missing one on the fly, as `prepare.py trie` does ahead of time).
 """
 import glob
-import hashlib
 import json
+import logging
 import os
 import time
 
-import loading
-from fileio import file_size, write_lines
-from params import MODEL_REGISTRY
-from trie import PrefixTree, is_opt_tokenizer, tokenizer_info
-from utils import DataError
+from mel.errors import DataError
+from mel.io.atomic import file_size, write_lines
+from mel.io.provenance import source_record
+from mel.models.loading import load_tokenizer
+from mel.models.registry import MODEL_REGISTRY
+from mel.tree.trie import PrefixTree, is_opt_tokenizer, tokenizer_info
+
+logger = logging.getLogger(__name__)
 
 ENTITY_LIST = "entities.txt"
 GEMEL_TREE_PICKLE = "prefix_tree_opt.pkl"
@@ -28,15 +31,6 @@ def read_entity_names(path):
         return [line.rstrip("\r\n") for line in f if line.strip()]
 
 
-def load_tokenizer(model_name, cache_dir=None):
-    """loading.load_tokenizer, failing with a DataError that says what to pass instead."""
-    try:
-        return loading.load_tokenizer(model_name, cache_dir)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot load the tokenizer of {model_name!r}: {error}\nGive a local model folder, a hub id "
-                        f"reachable from here, or a short name ({', '.join(MODEL_REGISTRY)}).") from None
-
-
 def default_tree_path(dataset_dir, tokenizer):
     """prefix_tree_<tag>.marisa: "opt" for OPT's tokenizer (GEMEL's), else the vocabulary fingerprint's start."""
     tag = "opt" if is_opt_tokenizer(tokenizer) else tokenizer_info(tokenizer)["fingerprint"][:12]
@@ -45,15 +39,6 @@ def default_tree_path(dataset_dir, tokenizer):
 
 def tree_files(dataset_dir):
     return sorted(glob.glob(os.path.join(dataset_dir, "prefix_tree_*.marisa")))
-
-
-def source_record(path):
-    """What a tree records about the file it was built from, so that an edited file is noticed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": os.path.basename(path), "sha256": digest.hexdigest()}
 
 
 def stale_reason(tree_path, source, dataset_dir):
@@ -110,7 +95,7 @@ def load_prefix_tree(dataset_dir, tokenizer, model_name, trie_file=None):
         reason = stale_reason(found, tree.source, dataset_dir)
         if reason is None:
             return tree
-        print(f"{reason}: building the tree again")
+        logger.info(f"{reason}: building the tree again")
     cached = default_tree_path(dataset_dir, tokenizer)
     tree = build_missing_tree(dataset_dir, tokenizer, model_name, cached)
     tree.save(cached)
@@ -142,12 +127,12 @@ def build_missing_tree(dataset_dir, tokenizer, model_name, cached):
     gemel_pickle = os.path.join(dataset_dir, GEMEL_TREE_PICKLE)
     names_file = os.path.join(dataset_dir, ENTITY_LIST)
     if os.path.exists(gemel_pickle) and is_opt_tokenizer(tokenizer):
-        print(f"Converting {gemel_pickle} to {cached} (once)")
+        logger.info(f"Converting {gemel_pickle} to {cached} (once)")
         tree = PrefixTree.from_gemel_pickle(gemel_pickle, tokenizer_info(tokenizer), tokenizer.eos_token_id)
         tree.source = source_record(gemel_pickle)
         return tree
     if os.path.exists(names_file):
-        print(f"Building the prefix tree of {names_file} for {model_name} into {cached} (once)")
+        logger.info(f"Building the prefix tree of {names_file} for {model_name} into {cached} (once)")
         tree = PrefixTree.from_names(read_entity_names(names_file), tokenizer)
         tree.source = source_record(names_file)
         return tree
@@ -214,13 +199,13 @@ def tree_from_names(names_file, tokenizer, model_name):
     if not names:
         raise DataError(f"{names_file}: no names in it (one entity name per line)")
     if any(name.endswith("\r") for name in names):
-        print(f"Warning: {names_file} has Windows line endings; the '\\r' would become part of the names. "
-              f"Convert it (e.g. `dos2unix`) and rerun.")
-    print(f"Building the prefix tree of {len(names):,} names from {names_file} for {model_name}")
+        logger.warning(f"{names_file} has Windows line endings; the '\\r' would become part of the names. "
+                       f"Convert it (e.g. `dos2unix`) and rerun.")
+    logger.info(f"Building the prefix tree of {len(names):,} names from {names_file} for {model_name}")
     tree = PrefixTree.from_names(names, tokenizer)
     tree.source = source_record(names_file)
     if len(tree) < len(names):
-        print(f"  {len(names) - len(tree):,} names are duplicates (same tokens); kept once")
+        logger.info(f"  {len(names) - len(tree):,} names are duplicates (same tokens); kept once")
     return tree
 
 
@@ -228,7 +213,7 @@ def tree_from_tree(from_tree, dataset_dir, tokenizer, source_model_name, output,
     """Same tokenizer: the token sequences copied unchanged; another: the names recovered, then re-tokenized."""
     if not os.path.exists(from_tree):
         raise DataError(f"{from_tree}: tree file not found")
-    print(f"Reading the prefix tree {from_tree}")
+    logger.info(f"Reading the prefix tree {from_tree}")
     source_tree, source_tokenizer = load_source_tree(from_tree, tokenizer, source_model_name, cache_dir)
     if source_tokenizer is None:
         tree = PrefixTree.from_sequences(list(source_tree.sequences()), tokenizer.eos_token_id,
@@ -236,8 +221,8 @@ def tree_from_tree(from_tree, dataset_dir, tokenizer, source_model_name, output,
         tree.source = source_record(from_tree)
         return tree
     names, bad = recover_names(source_tree, source_tokenizer)
-    print(f"  recovered {len(names):,} names from {len(source_tree):,} paths decoded with the tokenizer "
-          f"{source_tree.tokenizer.get('name')!r}")
+    logger.info(f"  recovered {len(names):,} names from {len(source_tree):,} paths decoded with the tokenizer "
+                f"{source_tree.tokenizer.get('name')!r}")
     report_round_trip(bad, output)
     tree = PrefixTree.from_names(names, tokenizer)
     tree.source = source_record(from_tree)
@@ -259,23 +244,23 @@ def build_tree(dataset_dir, model_name, names_file=None, from_tree=None, source_
     else:
         tree = tree_from_tree(from_tree, dataset_dir, tokenizer, source_model_name, output, cache_dir)
     tree.save(output)
-    print(f"Wrote {output}: {len(tree):,} names, {tree.num_nodes:,} nodes, tokenizer {info['name']!r} "
-          f"(fingerprint {info['fingerprint'][:12]}), {file_size(output)}, {time.time() - start:.1f} s")
+    logger.info(f"Wrote {output}: {len(tree):,} names, {tree.num_nodes:,} nodes, tokenizer {info['name']!r} "
+                f"(fingerprint {info['fingerprint'][:12]}), {file_size(output)}, {time.time() - start:.1f} s")
     return output
 
 
 def report_round_trip(bad, tree_path):
     if not bad:
-        print("  every name round-trips (decode, then tokenize again, gives the stored tokens)")
+        logger.info("  every name round-trips (decode, then tokenize again, gives the stored tokens)")
         return
     report = os.path.splitext(tree_path)[0] + ".not_round_trip.tsv"
-    print(f"  {len(bad):,} paths do not round-trip (the decoded name tokenizes differently, or is empty); "
-          f"they are kept under their decoded name, empty ones dropped:")
+    logger.info(f"  {len(bad):,} paths do not round-trip (the decoded name tokenizes differently, or is empty); "
+                f"they are kept under their decoded name, empty ones dropped:")
     for name, stored, tokens in bad[:SHOWN]:
-        print(f"    {name!r}: stored {stored} -> tokenized {tokens}")
+        logger.info(f"    {name!r}: stored {stored} -> tokenized {tokens}")
     write_lines(report, ["name\tstored_tokens\ttokenized_again"] +
                 [f"{json.dumps(n, ensure_ascii=False)}\t{s}\t{t}" for n, s, t in bad])
-    print(f"  Wrote {report} (all {len(bad):,})")
+    logger.info(f"  Wrote {report} (all {len(bad):,})")
 
 
 def write_recovered_names(dataset_dir, names):
@@ -285,6 +270,6 @@ def write_recovered_names(dataset_dir, names):
         return
     lines = sorted(set(n for n in names if "\n" not in n and "\r" not in n))
     if len(lines) < len(set(names)):
-        print(f"  {len(set(names)) - len(lines)} names contain line breaks and are left out of {path}")
+        logger.info(f"  {len(set(names)) - len(lines)} names contain line breaks and are left out of {path}")
     write_lines(path, lines)
-    print(f"Wrote {path}: {len(lines):,} recovered entity names (later trees for other LMs build from it)")
+    logger.info(f"Wrote {path}: {len(lines):,} recovered entity names (later trees for other LMs build from it)")

@@ -6,6 +6,7 @@ cached as a plain transformers folder under $GEMEL_CACHE (default ~/.cache/gemel
 """
 import difflib
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -13,8 +14,10 @@ import tempfile
 
 import torch
 
-from params import MODEL_REGISTRY
-from utils import DataError
+from mel.errors import DataError
+from mel.models.registry import MODEL_REGISTRY
+
+logger = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -110,7 +113,7 @@ def resolve_model(name):
     from transformers import AutoModelForCausalLM
 
     folder = packaged_path(spec["package"], f"model {name!r}")
-    print(f"Converting {spec['gguf_file']} to a transformers folder at {cached} (once)")
+    logger.info(f"Converting {spec['gguf_file']} to a transformers folder at {cached} (once)")
     tokenizer = load_tokenizer(name)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec["gguf_file"], dtype=torch.float32)
     # The weights are already dequantized to float32; drop the GGUF marker so they save as a plain model.
@@ -132,7 +135,8 @@ def resolve_model(name):
 
 
 def load_tokenizer(model_name, cache_dir=None):
-    """The tokenizer of an LM (short name, hub id or local folder), without loading its weights.
+    """The tokenizer of an LM (short name, hub id or local folder), without loading its weights; a DataError that
+    says what to pass instead when it cannot be loaded.
 
     GGUF models of the registry: read from the converted folder when it exists, else from the GGUF (same
     vocabulary, so the same fingerprint), and named after the short name, which trees record as their tokenizer.
@@ -140,25 +144,27 @@ def load_tokenizer(model_name, cache_dir=None):
     from transformers import AutoTokenizer
 
     spec = MODEL_REGISTRY.get(model_name, {})
-    if "gguf_file" in spec:
-        converted = _converted_folder(model_name)
-        if os.path.exists(os.path.join(converted, "config.json")):
-            tokenizer = AutoTokenizer.from_pretrained(converted)
+    try:
+        if "gguf_file" in spec:
+            converted = _converted_folder(model_name)
+            if os.path.exists(os.path.join(converted, "config.json")):
+                tokenizer = AutoTokenizer.from_pretrained(converted)
+            else:
+                folder = packaged_path(spec["package"], f"model {model_name!r}")
+                tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf_file"])
+            tokenizer.name_or_path = model_name
         else:
-            folder = packaged_path(spec["package"], f"model {model_name!r}")
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf_file"])
-        tokenizer.name_or_path = model_name
-    else:
-        path = spec.get("path", model_name)
-        check_model_name(path)
-        try:
+            path = spec.get("path", model_name)
+            check_model_name(path)
             tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
-        except OSError as error:
-            raise DataError(f"cannot load the tokenizer of {model_name!r} ({_first_line(error)}); give a local "
-                            f"model folder, a hub id reachable from here, or a short name "
-                            f"({', '.join(MODEL_REGISTRY)})") from None
+    except (OSError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"cannot load the tokenizer of {model_name!r} ({_first_line(error)}); give a local model "
+                        f"folder, a hub id reachable from here, or a short name "
+                        f"({', '.join(MODEL_REGISTRY)})") from None
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer of {model_name!r} has no EOS token; GEMEL ends every name with EOS")
+        raise DataError(f"the tokenizer of {model_name!r} has no EOS token; GEMEL ends every name with EOS")
     return tokenizer
 
 
@@ -187,7 +193,7 @@ def load_lm(name, dtype, device, cache_dir=None, device_map=None, max_memory=Non
     if device_map is None:
         lm.to(device)
     else:
-        print(f"LM placed by --device_map: {placement_summary(lm)}")
+        logger.info(f"LM placed by --device_map: {placement_summary(lm)}")
     lm.eval()
     lm.requires_grad_(False)
     return lm
@@ -218,17 +224,6 @@ def placement_summary(lm):
     for device in getattr(lm, "hf_device_map", {}).values():
         counts[str(device)] = counts.get(str(device), 0) + 1
     return ", ".join(f"{device} {n} module(s)" for device, n in counts.items())
-
-
-def input_device(lm):
-    """Where the LM's input embeddings run: with a device map (offloaded weights sit on `meta`), the device
-    accelerate executes the embedding on; else the embedding weight's device."""
-    embedding = lm.get_input_embeddings()
-    hook = getattr(embedding, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
-    if device is not None:
-        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
-    return embedding.weight.device
 
 
 def _first_line(error):

@@ -4,7 +4,7 @@ Two paths with the same results:
 - `generate_reference`: the straightforward one, transformers' `generate` with `PrefixTreeLogitsProcessor`.
   Beam search there copies the prompt to every beam before the first forward pass, so the prompt is prefilled
   num_beams times.
-- `constrained_beam_search`: the fast one (issue 5). Each prompt is prefilled once (on CPU one unpadded prompt at a
+- `constrained_beam_search`: the fast one. Each prompt is prefilled once (on CPU one unpadded prompt at a
   time, on a GPU as one batch) into a cache that keeps one copy of it for all its beams (beam_cache.py); all beams
   of all examples are then decoded together, each step ranking only the (beam, token) pairs the tree allows; an
   example whose result can no longer change leaves the batch.
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-import beam_cache
+from mel.decoding import beam_cache
 
 # Score given to EOS in a row whose allowed set is empty (the row fell off the tree, which normal decoding never does):
 # finite so that nothing becomes NaN, low so that such a beam finishes and ranks below every real name.

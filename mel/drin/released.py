@@ -18,7 +18,7 @@ common/args.py), one folder per dataset, splits named train / valid / test:
     wikimel/mentions/KVQAimgs/<id before '-'>       the mention's image (no extension added by the original)
     wikimel/entities/cleaned-images/<QID>           the entity's image
 
-This project's layout (README "Data and checkpoint formats", candidates.py, drin/features.py), in out_dir:
+This project's layout (docs/data.md, mel/retrieval/candidates.py, mel/drin/features.py), in out_dir:
 
     {train,dev,test}.json      JSON lines {"text", "mention", "target", "golden", "img_url"} (WikiDiverse adds
                                "mention_span": [start, end), its own character span); target = entity name,
@@ -41,19 +41,21 @@ original's acc_correction counts them); WikiMEL names shared by several QIDs bec
 entity name is the URL path after "/wiki/" (the original takes the last "/" component, which cuts titles such as
 "AC/DC"). Images are checked for existence only (prepare.py clip reports unreadable or tiny ones).
 
-    python -m drin.released wikidiverse <raw wikidiverse folder> data/wikidiverse
-    python -m drin.released wikimel <raw wikimel folder> data/wikimel
+    python prepare.py drin_release wikidiverse <raw wikidiverse folder> --dataset wikidiverse
+    python prepare.py drin_release wikimel <raw wikimel folder> --dataset wikimel
 """
-import argparse
 import hashlib
 import json
+import logging
 import os
 import re
-import sys
 from urllib.parse import unquote
 
-from fileio import write_jsonl, write_lines
-from utils import NIL, DataError
+from mel.errors import DataError
+from mel.io.atomic import write_jsonl, write_lines
+from mel.io.datasets import NIL
+
+logger = logging.getLogger(__name__)
 
 RAW_SPLITS = {"train": ("train",), "dev": ("valid", "val", "dev"), "test": ("test",)}  # the original's are "valid"
 NIL_PAD = "__nil__"
@@ -157,7 +159,7 @@ def _candidate_rows(examples):
              "scores": ranked_scores(len(ex["candidates"]))} for i, ex in enumerate(examples, 1)]
 
 
-def _write(out_dir, splits, entities, image_paths):
+def _write_dataset_folder(out_dir, splits, entities, image_paths):
     """splits: {split: [example dicts with "candidates"]}; entities: sorted [{name, description, image}]."""
     for split, examples in splits.items():
         write_jsonl(os.path.join(out_dir, f"{split}.json"), _example_rows(examples))
@@ -184,18 +186,18 @@ def _summarize(name, out_dir, stats, entities, mention_keys, image_paths, extra)
                                  "missing": sum(e["image"] is None for e in entities)},
                "mention_images": {"found": len(mention_keys) - len(missing), "missing": len(missing)},
                "image_list": len(image_paths), **extra}
-    print(f"Converted DRIN's raw {name} into {out_dir}:")
+    logger.info(f"Converted DRIN's raw {name} into {out_dir}:")
     for split, s in stats.items():
-        print(f"  {split}: {s['mentions']:,} mentions of {s['raw']:,} ({s['dropped_no_candidates']} without any "
-              f"candidate left out), gold in candidates {100 * s['gold_in_candidates']:.2f}%"
-              + (f", {s['mention_not_in_sentence']} mention(s) not in their sentence (kept)"
+        logger.info(f"  {split}: {s['mentions']:,} mentions of {s['raw']:,} ({s['dropped_no_candidates']} without any "
+                    f"candidate left out), gold in candidates {100 * s['gold_in_candidates']:.2f}%"
+                    + (f", {s['mention_not_in_sentence']} mention(s) not in their sentence (kept)"
                  if "mention_not_in_sentence" in s else ""))
-    print(f"  entities: {len(entities):,} ({summary['entities_without_description']:,} without a description, "
-          f"{summary['entity_images']['missing']:,} without an image file)"
-          + "".join(f", {k.replace('_', ' ')}: {v:,}" for k, v in extra.items()))
-    print(f"  mention images: {summary['mention_images']['found']:,} found, {len(missing):,} missing"
-          + (f" (e.g. {missing[0]})" if missing else "")
-          + f"; {IMAGE_LIST}: {len(image_paths):,} images for `prepare.py clip --image_list`")
+    logger.info(f"  entities: {len(entities):,} ({summary['entities_without_description']:,} without a description, "
+                f"{summary['entity_images']['missing']:,} without an image file)"
+                + "".join(f", {k.replace('_', ' ')}: {v:,}" for k, v in extra.items()))
+    logger.info(f"  mention images: {summary['mention_images']['found']:,} found, {len(missing):,} missing"
+                + (f" (e.g. {missing[0]})" if missing else "")
+                + f"; {IMAGE_LIST}: {len(image_paths):,} images for `prepare.py clip --image_list`")
     return summary
 
 
@@ -261,7 +263,7 @@ def convert_wikidiverse(raw_dir, out_dir, overwrite=False):
     mention_keys = list(dict.fromkeys(ex["img_url"] for exs in splits.values() for ex in exs))
     used = mention_keys + [e["image"] for e in entities if e["image"]]
     image_paths = {k: os.path.abspath(os.path.join(images, k)) for k in dict.fromkeys(used) if k in on_disk}
-    _write(out_dir, splits, entities, image_paths)
+    _write_dataset_folder(out_dir, splits, entities, image_paths)
     return _summarize("wikidiverse", out_dir, stats, entities, mention_keys, image_paths, {})
 
 
@@ -356,26 +358,12 @@ def convert_wikimel(raw_dir, out_dir, overwrite=False):
         if key.split("/", 1)[1] in files:
             image_paths[key] = os.path.abspath(os.path.join(folder, key.split("/", 1)[1]))
     shared = sum(n.endswith(f" ({q})") for q, n in names.items())
-    _write(out_dir, splits, entities, image_paths)
+    _write_dataset_folder(out_dir, splits, entities, image_paths)
     return _summarize("wikimel", out_dir, stats, entities, mention_keys, image_paths,
                       {"unknown_candidate_qids_dropped": len(unknown), "names_shared_by_qids": shared})
 
 
-# ----------------------------------------------------------------------------- command line
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Convert DRIN's released raw data to this project's dataset layout.")
-    p.add_argument("dataset", choices=["wikidiverse", "wikimel"], help="which of DRIN's raw datasets raw_dir holds")
-    p.add_argument("raw_dir", help="DRIN's raw folder of that dataset (the one holding candidates/, entities/, ...)")
-    p.add_argument("out_dir", help="dataset folder to write, e.g. data/wikidiverse")
-    p.add_argument("--overwrite", action="store_true", help="replace the files of an out_dir that has a train.json")
-    args = p.parse_args(argv)
-    convert = convert_wikidiverse if args.dataset == "wikidiverse" else convert_wikimel
-    try:
-        convert(args.raw_dir, args.out_dir, overwrite=args.overwrite)
-    except DataError as error:
-        sys.exit(f"error: {error}")
-
-
-if __name__ == "__main__":
-    main()
+def convert(source, raw_dir, out_dir, overwrite=False):
+    """`prepare.py drin_release`: DRIN's raw `source` ("wikidiverse" or "wikimel") in raw_dir -> dataset folder."""
+    converter = {"wikidiverse": convert_wikidiverse, "wikimel": convert_wikimel}[source]
+    return converter(raw_dir, out_dir, overwrite=overwrite)

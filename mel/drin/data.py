@@ -14,10 +14,11 @@ import h5py
 import numpy as np
 import torch
 
-from candidates import candidates_path, read_candidates
-from drin.features import ENTITIES_FILE, FORMAT, entity_features_path, sha256_of, split_features_path
-from drin.model import DrinBatch
-from utils import DataError
+from mel.drin.features import ENTITIES_FILE, FORMAT, entity_features_path, split_features_path
+from mel.drin.model import DrinBatch
+from mel.errors import DataError
+from mel.io.provenance import sha256_of
+from mel.retrieval.candidates import candidates_path, read_candidates
 
 PREPARE = "python prepare.py drin --dataset {dataset}"
 
@@ -90,28 +91,28 @@ class DrinSplit:
     gold: torch.Tensor         # (N,) index of the gold among the first C slots, -1 when not listed
     scored: int                # C: the slots the loss and the metrics see
 
-
-def load_split(folder, dataset, split, examples, entities, gold_slot, training, max_candidates=None):
-    """The features of a split's non-NIL `examples` (utils.load_split) with their candidate slots."""
-    path = split_features_path(folder, split)
-    arrays, attrs = _read_h5(path, split, dataset)
-    split_file = os.path.join(folder, f"{split}.json")
-    if attrs.get("split_sha256") != sha256_of(split_file):
-        raise DataError(f"{path}: built from another version of {split_file}; rebuild it with "
-                        f"`{PREPARE.format(dataset=dataset)}`")
-    if arrays["lines"].tolist() != [ex["line"] for ex in examples]:
-        raise DataError(f"{path}: its rows are not the non-NIL lines of {split_file}; rebuild it with "
-                        f"`{PREPARE.format(dataset=dataset)}`")
-    lists = read_candidates(candidates_path(folder, split), examples,
-                            alternative="or convert DRIN's released lists (python -m drin.released)")
-    if max_candidates:
-        lists = {line: names[:max_candidates] for line, names in lists.items()}
-    slots, gold = resolve_slots(lists, examples, entities, gold_slot, training, candidates_path(folder, split))
-    t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k != "lines"}
-    image = t["image"] if t["image"].dim() == 3 else t["image"].unsqueeze(1)
-    objects, scores = _objects(arrays, image.mean(-2))
-    return DrinSplit(split, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores,
-                     slots, gold, max(len(v) for v in lists.values()))
+    @classmethod
+    def load(cls, folder, dataset, split, examples, entities, gold_slot, training, max_candidates=None):
+        """The features of a split's non-NIL `examples` (mel.io.datasets.read_split) with their candidate slots."""
+        path = split_features_path(folder, split)
+        arrays, attrs = _read_h5(path, split, dataset)
+        split_file = os.path.join(folder, f"{split}.json")
+        if attrs.get("split_sha256") != sha256_of(split_file):
+            raise DataError(f"{path}: built from another version of {split_file}; rebuild it with "
+                            f"`{PREPARE.format(dataset=dataset)}`")
+        if arrays["lines"].tolist() != [ex["line"] for ex in examples]:
+            raise DataError(f"{path}: its rows are not the non-NIL lines of {split_file}; rebuild it with "
+                            f"`{PREPARE.format(dataset=dataset)}`")
+        lists = read_candidates(candidates_path(folder, split), examples,
+                                alternative="or convert DRIN's released lists (python -m mel.drin.released)")
+        if max_candidates:
+            lists = {line: names[:max_candidates] for line, names in lists.items()}
+        slots, gold = resolve_slots(lists, examples, entities, gold_slot, training, candidates_path(folder, split))
+        t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k != "lines"}
+        image = t["image"] if t["image"].dim() == 3 else t["image"].unsqueeze(1)
+        objects, scores = _objects(arrays, image.mean(-2))
+        return cls(split, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores, slots, gold,
+                   max(len(v) for v in lists.values()))
 
 
 def resolve_slots(lists, examples, entities, gold_slot, training, source):

@@ -6,7 +6,7 @@ need (numpy arrays, torch tensors pickled with plain pickle; nested dicts of int
 with a DataError naming it; `torch_load` reads checkpoints with torch's weights-only unpickler. Bad or damaged files
 fail with one line naming the file and what to do, never with a traceback.
 
-Torch is imported only when a tensor or checkpoint is read, so torch-free modules (trie.py) can use this one.
+Torch is imported only when a tensor or checkpoint is read, so torch-free modules (mel/tree/trie.py) can use this one.
 """
 import collections
 import io
@@ -17,9 +17,7 @@ import struct
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file and what to do."""
+from mel.errors import DataError
 
 
 class _Refused(Exception):

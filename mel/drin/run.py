@@ -1,0 +1,188 @@
+"""DRIN's two scripts: `python main.py --method drin` (train_drin) and `python infe.py --method drin` (evaluate_drin).
+
+Training follows the original (train.py): Adam at 1e-3, batch 64, the triplet loss with margin 0.25, 30 epochs,
+Adam's state reset every 10 epochs (the original built a new trainer per 10-epoch round). Unlike the original,
+the model with the best dev Hits@1 is kept (--no-best_dev keeps the last one, as the original reported), runs are
+checkpointed and resumable, and evaluation also reports MRR and per-mention ranked candidates.
+"""
+import logging
+import os
+import time
+
+import torch
+from tqdm import tqdm
+from transformers import set_seed
+
+from mel.drin.data import DrinSplit, EntityTable, make_batch
+from mel.drin.model import DRIN, gold_ranks, triplet_loss
+from mel.errors import DataError
+from mel.io.atomic import write_json, write_jsonl
+from mel.io.datasets import read_split
+from mel.models.loading import pick_device
+from mel.runs import files as runs
+from mel.runs.checkpoints import load_model_checkpoint, read_model_checkpoint, save_model_checkpoint
+from mel.runs.metrics import MetricsLog
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURE = ("hidden", "num_layers", "edges", "edge_type", "vector_edges")
+
+
+# ----------------------------------------------------------------------------- scoring and metrics
+
+@torch.no_grad()
+def score(model, split, entities, batch_size, device):
+    """(N, S) scores of every slot of every mention, batch by batch."""
+    model.eval()
+    out = [model(make_batch(split, entities, range(i, min(i + batch_size, len(split.examples)))).to(device)).cpu()
+           for i in range(0, len(split.examples), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, split.slots.shape[1])
+
+
+def evaluate_ranking(model, split, entities, args, device):
+    """(summary, per-mention records): Hits@k and MRR over all mentions (a gold missing from the list is a miss),
+    and over the mentions whose gold is listed (the original's WikiDiverse correction)."""
+    start = time.time()
+    scores = score(model, split, entities, args.eval_bs, device)[:, :split.scored]
+    mask = split.slots[:, :split.scored] >= 0
+    scores = scores.masked_fill(~mask, float("-inf"))
+    ranks = gold_ranks(scores, split.gold, mask, ties="hit" if args.gold_slot else "miss")
+    n, listed = len(ranks), int((ranks > 0).sum())
+    summary = {"split": split.name, "examples": n, "candidates": split.scored,
+               "candidate_handling": "gold slot (original)" if args.gold_slot else "leak-free",
+               "gold_listed": 100.0 * listed / max(n, 1)}
+    for k in args.hits:
+        hits = int(((ranks > 0) & (ranks <= k)).sum())
+        summary[f"hits@{k}"] = 100.0 * hits / max(n, 1)
+        summary[f"hits@{k}_listed"] = 100.0 * hits / max(listed, 1)
+    summary["mrr"] = float(torch.where(ranks > 0, 1.0 / ranks.clamp(min=1), torch.zeros(())).mean()) if n else 0.0
+    summary["examples_per_s"] = n / max(time.time() - start, 1e-9)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    records = []
+    for i, ex in enumerate(split.examples):
+        ranked = [{"name": entities.names[int(split.slots[i, j])], "score": round(float(scores[i, j]), 6)}
+                  for j in order[i].tolist() if mask[i, j]]
+        records.append({"line": ex["line"], "mention": ex["mention"], "target": ex["target"],
+                        "prediction": ranked[0]["name"] if ranked else None,
+                        "gold_rank": int(ranks[i]) or None, "candidates": ranked})
+    return summary, records
+
+
+def log_summary(summary):
+    hits = "  ".join(f"H@{k.split('@')[1]} {v:.2f}" for k, v in summary.items()  # k past the list length = recall
+                     if k.startswith("hits@") and not k.endswith("_listed") and int(k[5:]) <= summary["candidates"])
+    logger.info(f"{summary['split']}: {summary['examples']} mentions, {summary['candidate_handling']}: {hits}  "
+                f"MRR {summary['mrr']:.4f}  (gold listed for {summary['gold_listed']:.1f} %)")
+
+
+# ----------------------------------------------------------------------------- training
+
+def load_data(args, splits, training):
+    entities = EntityTable.load(args.dataset_dir, args.dataset)
+    data = {}
+    for split in splits:
+        examples = read_split(os.path.join(args.dataset_dir, f"{split}.json"))
+        if not examples:
+            raise DataError(f"{args.dataset_dir}/{split}.json: no non-NIL examples")
+        data[split] = DrinSplit.load(args.dataset_dir, args.dataset, split, examples, entities, args.gold_slot,
+                                     training and split == "train", args.max_candidates)
+    return entities, data
+
+
+def make_model(entities, config):
+    return DRIN(entities.text.shape[1], entities.image.shape[-1], dim=config["hidden"],
+                num_layers=config["num_layers"], edges=config["edges"].split(","), edge_type=config["edge_type"],
+                vector_edges=config["vector_edges"])
+
+
+def train_drin(args):
+    files = runs.RunFiles.of(args)
+    runs.claim(files, args)
+    set_seed(args.random_seed)
+    device = pick_device(args.device)
+    entities, data = load_data(args, ["train", "dev", "test"], training=True)
+    config = runs.run_config(args)
+    model = make_model(entities, config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None}
+    metrics = MetricsLog(files.metrics)
+    resumed = runs.resume(files, args, model, optimizer)
+    if resumed is not None:
+        progress = resumed
+        metrics.keep_until(progress["epoch"])
+        logger.info(f"Resumed from {files.state} after epoch {progress['epoch']}")
+    train_split = data["train"]
+    params = sum(p.numel() for p in model.parameters())
+    logger.info(f"DRIN on {args.dataset}: {len(train_split.examples)} training mentions x {train_split.slots.shape[1]} "
+                f"slots ({'gold slot, as the original' if args.gold_slot else 'leak-free'}), edges {args.edges} "
+                f"({args.edge_type}), {params:,} parameters, {args.train_epoch} epochs of batch {args.batch_size}")
+    for epoch in range(progress["epoch"], args.train_epoch):
+        if args.reset_optimizer_every and epoch and epoch % args.reset_optimizer_every == 0:
+            optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        model.train()
+        order = torch.randperm(len(train_split.examples), generator=torch.Generator().manual_seed(args.random_seed
+                                                                                                   + epoch))
+        total, count = 0.0, 0
+        for start in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}", leave=False):
+            idx = order[start:start + args.batch_size]
+            batch = make_batch(train_split, entities, idx).to(device)
+            scores = model(batch)[:, :train_split.scored]
+            loss = triplet_loss(scores, train_split.gold[idx].to(device), batch.mask[:, :train_split.scored],
+                                args.margin)
+            if not torch.isfinite(loss):
+                raise DataError(f"training loss is {loss.item()} in epoch {epoch + 1}; check the feature files for "
+                                f"extreme values, or lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        dev, _ = evaluate_ranking(model, data["dev"], entities, args, device)
+        row = {"step": epoch + 1, "epoch": epoch + 1, "train_loss": total / max(count, 1),
+               "dev_hits@1": dev["hits@1"], "dev_mrr": dev["mrr"]}
+        better = dev["hits@1"] >= progress["best"] or not args.best_dev
+        progress.update(epoch=epoch + 1)
+        if better:
+            progress.update(best=dev["hits@1"], best_epoch=epoch + 1)
+            save_checkpoint_and_config(model, config, files, progress)
+            row["saved"] = files.checkpoint
+        metrics.append(row)
+        logger.info(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, dev Hits@1 {dev['hits@1']:.2f} "
+                    f"MRR {dev['mrr']:.4f}{' (saved)' if better else ''}")
+        runs.save_state(files.state, model, optimizer, None, progress, config)
+    if args.train_epoch == 0 or progress["best_epoch"] is None:
+        save_checkpoint_and_config(model, config, files, progress)
+    load_model_checkpoint(model, files.checkpoint, read_model_checkpoint(files.checkpoint, ARCHITECTURE, "DRIN"))
+    test, records = evaluate_ranking(model, data["test"], entities, args, device)
+    write_jsonl(files.test_predictions, records)
+    metrics.append({"step": progress["epoch"], "test": test, "checkpoint": files.checkpoint})
+    metrics.close()
+    if progress["best_epoch"] is not None:
+        logger.info(f"Best dev Hits@1 {progress['best']:.2f} at epoch {progress['best_epoch']}; "
+                    f"testing {files.checkpoint}")
+    log_summary(test)
+    return test
+
+
+def save_checkpoint_and_config(model, config, files, progress):
+    save_model_checkpoint(model, {k: config[k] for k in ARCHITECTURE}, files.checkpoint)
+    evaluated = progress["best_epoch"] is not None  # --train_epoch 0: no dev evaluation yet
+    write_json(files.config, {**config, "best_dev_hits@1": progress["best"] if evaluated else None,
+                              "best_epoch": progress["best_epoch"]})
+
+
+# ----------------------------------------------------------------------------- evaluation script
+
+def evaluate_drin(args):
+    ckpt = runs.find_checkpoint(args)
+    saved = read_model_checkpoint(ckpt, ARCHITECTURE, "DRIN")
+    out, summary_file = runs.evaluation_outputs(args, ckpt)
+    device = pick_device(args.device)
+    entities, data = load_data(args, [args.split], training=False)
+    model = make_model(entities, saved["architecture"]).to(device)
+    load_model_checkpoint(model, ckpt, saved)
+    summary, records = evaluate_ranking(model, data[args.split], entities, args, device)
+    write_jsonl(out, records)
+    write_json(summary_file, {"checkpoint": ckpt, **summary})
+    log_summary(summary)
+    logger.info(f"Wrote {len(records)} predictions to {out} and the summary to {summary_file}")
+    return summary

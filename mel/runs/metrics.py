@@ -1,0 +1,61 @@
+"""A run's metrics: JSON rows appended to its log as training goes, optionally mirrored to an experiment tracker."""
+import json
+import os
+
+from mel.errors import DataError
+from mel.io.atomic import write_lines
+
+
+class MetricsLog:
+    """Rows of JSON appended as training goes; a resumed run first drops the rows logged after its saved state.
+
+    With a tracker (start_tracker) every row's numbers also go to TensorBoard / Weights & Biases at its step.
+    """
+
+    def __init__(self, path, tracker=None):
+        self.path, self.tracker = path, tracker
+
+    def append(self, row):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, allow_nan=False) + "\n")
+        if self.tracker is not None:
+            values = {k: v for k, v in row.items() if k not in ("step", "time") and isinstance(v, (int, float))
+                      and not isinstance(v, bool)}
+            self.tracker.log(values, step=row["step"])
+
+    def close(self):
+        if self.tracker is not None:
+            self.tracker.end_training()
+
+    def keep_until(self, step):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, encoding="utf-8") as f:
+            rows = [line.rstrip("\n") for line in f if line.strip()]
+        write_lines(self.path, [row for row in rows if json.loads(row).get("step", 0) <= step])
+
+
+def check_tracker(report_to):
+    """--report_to names a tracker whose package is installed (checked before anything expensive)."""
+    if report_to == "none":
+        return
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    if not {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[report_to]():
+        raise DataError(f"--report_to {report_to}: the {report_to} package is not installed; `pip install "
+                        f"{report_to}`, or --report_to none (the metrics JSONL is written either way)")
+
+
+def start_tracker(report_to, log_dir, run_name, config):
+    """accelerate's experiment tracking for the metrics rows (--report_to); None for `none`, the offline default.
+    Call it on the main process only: it alone logs."""
+    if report_to == "none":
+        return None
+    from accelerate import Accelerator
+
+    check_tracker(report_to)
+    accelerator = Accelerator(log_with=report_to, project_dir=log_dir)
+    accelerator.init_trackers(run_name, config={k: v for k, v in config.items()
+                                                if isinstance(v, (int, float, str, bool))})
+    return accelerator

@@ -6,6 +6,7 @@
     python infe.py --method drin                     # a DRIN checkpoint (mel/drin/run.py)
     torchrun --nproc_per_node 2 infe.py              # data parallel: docs/scaling-out.md
 """
+import contextlib
 import dataclasses
 
 from transformers import set_seed
@@ -34,7 +35,12 @@ def evaluate_checkpoint(args, processes):
     runs.check_checkpoint_config(ckpt, args)
     state = read_projector_checkpoint(ckpt)
     # the process that writes checks; a failure stops all
-    out, summary_file = processes.on_main(lambda: runs.evaluation_outputs(args, ckpt)) or (None, None)
+    out, summary_file, lock = processes.on_main(lambda: runs.evaluation_outputs(args, ckpt)) or (None, None, None)
+    with lock or contextlib.nullcontext():  # the main process holds the output files until they are written
+        return evaluate_into(args, processes, ckpt, state, out, summary_file)
+
+
+def evaluate_into(args, processes, ckpt, state, out, summary_file):
     settings = EvalSettings.from_args(args)
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))

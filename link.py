@@ -26,7 +26,7 @@ from transformers import set_seed
 import params
 from mel.errors import DataError
 from mel.gemel.evaluation import EvalSettings, decode, predicts_nil
-from mel.gemel.experiment import load_experiment
+from mel.gemel.experiment import check_candidates_in_tree, load_experiment
 from mel.io.atomic import write_jsonl
 from mel.io.datasets import load_image_features, read_jsonl_objects
 from mel.runs import files as runs
@@ -39,7 +39,7 @@ logger = project_logger("link")
 # ----------------------------------------------------------------------------- reading the input
 
 def read_inputs(args):
-    """(rows as given, source name for messages, folder that relative image paths start from)."""
+    """(rows as given, where each row comes from for messages, folder that relative image paths start from)."""
     if args.input is None:
         if args.text is None or (args.mention is None) == (args.mention_span is None):
             raise DataError("give --text with --mention or --mention_span, or --input <JSON lines file>")
@@ -47,18 +47,19 @@ def read_inputs(args):
         for key in ("mention", "mention_span", "image", "image_key"):
             if getattr(args, key) is not None:
                 row[key] = getattr(args, key)
-        return [row], "the command line", os.getcwd()
+        return [row], ["the command line"], os.getcwd()
     if not os.path.exists(args.input):
         raise DataError(f"--input {args.input}: file not found")
-    rows = [{**row, "_line": number} for number, row in read_jsonl_objects(args.input)]
-    if not rows:
+    numbered = list(read_jsonl_objects(args.input))
+    if not numbered:
         raise DataError(f"--input {args.input}: no lines to link")
-    return rows, args.input, os.path.dirname(os.path.abspath(args.input))
+    rows = [row for _, row in numbered]
+    return rows, [f"{args.input}, line {number}" for number, _ in numbered], os.path.dirname(
+        os.path.abspath(args.input))
 
 
-def to_example(row, index, where):
-    """The example dict the prompt builder reads: text, mention, an empty target, and a line number."""
-    at = f"{where}, line {row.get('_line', index + 1)}" if row.get("_line") else where
+def to_example(row, index, at):
+    """The example dict the prompt builder reads: text, mention, an empty target, its number and where it is from."""
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"{at}: `text` must be a non-empty string")
@@ -80,22 +81,37 @@ def to_example(row, index, where):
     if candidates is not None and not (isinstance(candidates, list) and candidates
                                        and all(isinstance(c, str) and c for c in candidates)):
         raise DataError(f"{at}: `candidates` must be a non-empty list of entity names")
-    return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates}
+    for key in ("image", "image_key"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise DataError(f"{at}: `{key}` must be a string, got {json.dumps(row[key])}")
+    return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates, "at": at}
 
 
-def image_features(rows, args, base):
-    """(N, dim_clip) features: from the dataset's feature file, computed from image files, or zeros."""
+def image_features(rows, args, base, where=None):
+    """(N, dim_clip) features: from the dataset's feature file, computed from image files, or zeros.
+    `where`: each row's origin for messages ("mentions.jsonl, line 3")."""
+    where = where or [f"input row {i + 1}" for i in range(len(rows))]
     features = np.zeros((len(rows), args.dim_clip), dtype=np.float32)
     keyed = [i for i, row in enumerate(rows) if row.get("image_key") is not None]
-    if keyed:
-        features[keyed] = load_image_features(args.img_feat, [str(rows[i]["image_key"]) for i in keyed],
-                                              args.dim_clip)
+    try:
+        if keyed:
+            features[keyed] = load_image_features(args.img_feat, [rows[i]["image_key"] for i in keyed], args.dim_clip)
+    except DataError:
+        for i in keyed:  # name the first line whose key is the problem
+            try:
+                load_image_features(args.img_feat, [rows[i]["image_key"]], args.dim_clip)
+            except DataError as error:
+                raise DataError(f"{where[i]}: `image_key` {rows[i]['image_key']!r}: {error}") from None
+        raise
     files = [i for i, row in enumerate(rows) if row.get("image") is not None and row.get("image_key") is None]
     if files:
         from mel.images.clip import ClipEncoder, load_image
         from mel.models.loading import pick_device
 
-        encoder = ClipEncoder(args.clip_model, pick_device(args.device))
+        try:
+            encoder = ClipEncoder(args.clip_model, pick_device(args.device))
+        except DataError as error:
+            raise DataError(f"{where[files[0]]}: `image` needs --clip_model to compute its feature: {error}") from None
         if encoder.dim != args.dim_clip:
             raise DataError(f"--clip_model {args.clip_model} gives {encoder.dim}-d features, the projector takes "
                             f"--dim_clip {args.dim_clip}; use the CLIP model the features were made with")
@@ -103,7 +119,7 @@ def image_features(rows, args, base):
             path = rows[i]["image"] if os.path.isabs(rows[i]["image"]) else os.path.join(base, rows[i]["image"])
             image, problem = load_image(path, 1)
             if image is None:
-                raise DataError(f"{path}: cannot use this image ({problem[0]}: {problem[1]})")
+                raise DataError(f"{where[i]}: cannot use the image {path} ({problem[0]}: {problem[1]})")
             features[i] = encoder.encode_image(image)
     return features
 
@@ -113,14 +129,21 @@ def image_features(rows, args, base):
 def run(args):
     set_seed(args.random_seed)
     rows, where, base = read_inputs(args)
-    examples = [to_example(row, i, where) for i, row in enumerate(rows)]
+    examples = [to_example(row, i, at) for i, (row, at) in enumerate(zip(rows, where))]
     with_candidates = [ex["candidates"] is not None for ex in examples]
     if any(with_candidates) and not all(with_candidates):
-        raise DataError(f"{where}: `candidates` given on some lines only; give them on every line or on none")
-    output = None
-    if args.input is not None:
-        output = args.output or os.path.splitext(args.input)[0] + ".linked.jsonl"
-        runs.claim_output(output, args.overwrite, "--output", "an earlier output of link.py")
+        first = where[with_candidates.index(not with_candidates[0])]
+        raise DataError(f"{first}: `candidates` given on some lines only; give them on every line or on none")
+    if args.input is None:
+        return link(args, rows, where, base, examples, None)
+    output = args.output or os.path.splitext(args.input)[0] + ".linked.jsonl"
+    if os.path.exists(output) and os.path.samefile(output, args.input):
+        raise DataError(f"--output {output}: is the --input file; write the linked mentions to another file")
+    with runs.claim_output(output, args.overwrite, "--output", "an earlier output of link.py"):
+        return link(args, rows, where, base, examples, output)
+
+
+def link(args, rows, where, base, examples, output):
     ckpt = runs.find_checkpoint(args)
     runs.check_checkpoint_config(ckpt, args)
     if args.nil_threshold == "dev":
@@ -129,19 +152,21 @@ def run(args):
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
     state = read_projector_checkpoint(ckpt)
-    images = image_features(rows, args, base)
+    images = image_features(rows, args, base, where)
 
     exp = load_experiment(args, [])
     load_projector_checkpoint(exp.model.linear, ckpt, state)
-    candidates = {ex["line"]: ex["candidates"] for ex in examples} if all(with_candidates) else None
+    candidates = None
+    if examples[0]["candidates"] is not None:  # on every line, or on none
+        candidates = {ex["line"]: ex["candidates"] for ex in examples}
+        check_candidates_in_tree(exp.tokenizer, exp.tree, candidates, lambda line: where[line - 1])
     split = exp.make_split("input", examples, images, candidates)
     top_k = args.top_k or args.num_beams
     linked = [None] * len(rows)
     for batch_idx, ranked in decode(exp, split, settings):
         for i, hypotheses in zip(batch_idx, ranked):
             entities = [{"name": name, "score": score} for name, score in hypotheses[:top_k]]
-            linked[i] = {**{k: v for k, v in rows[i].items() if k != "_line"}, "mention": examples[i]["mention"],
-                         "entities": entities}
+            linked[i] = {**rows[i], "mention": examples[i]["mention"], "entities": entities}
             if settings.nil_threshold is not None:  # the NIL decision: no entity of the KB fits well enough
                 linked[i]["nil"] = predicts_nil(entities[0]["score"], settings.nil_threshold)
     if output is not None:

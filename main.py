@@ -5,6 +5,7 @@
     python main.py --method drin                     # DRIN, the candidate reranker (mel/drin/run.py)
     torchrun --nproc_per_node 2 main.py              # data parallel: docs/scaling-out.md
 """
+import contextlib
 import json
 import math
 import time
@@ -55,14 +56,20 @@ def train(args, exp, files, tracker=None):
     optimizer, scheduler = make_optimizer(model, args, micro_per_epoch)
     metrics = MetricsLog(files.metrics, tracker)
     config = runs.run_config(args)
+    # the running loss too, so that a resumed run logs the same averages; metrics_rows: the log's rows at the save
     state = {"global_step": 0, "epoch": 0, "batch": 0, "best_acc": float("-inf"), "best_step": None,
-             "loss_sum": 0.0, "loss_n": 0}  # the running loss too, so that a resumed run logs the same averages
+             "loss_sum": 0.0, "loss_n": 0, "metrics_rows": 0, "finished": False}
     resumed = runs.resume(files, args, model.linear, optimizer, scheduler)
     if resumed is not None:
         state = resumed
         if main_process:
-            metrics.keep_until(state["global_step"])  # the resumed run logs the later steps again
+            metrics.truncate(state["metrics_rows"])  # the resumed run logs what came after the save again
         logger.info(f"Resumed from {files.state} at step {state['global_step']}")
+
+    def save_state():
+        if main_process:
+            state["metrics_rows"] = metrics.rows
+            runs.save_state(files.state, model.linear, optimizer, scheduler, state, config)
     log_banner(args, exp, micro_per_epoch)
 
     def evaluate_and_keep_best():
@@ -125,18 +132,17 @@ def train(args, exp, files, tracker=None):
                 save_due = True
             # The state holds no accumulated gradients, so it is saved between optimizer steps only.
             if at_boundary and (save_due or optimizer_steps % args.save_steps == 0):
-                if main_process:
-                    runs.save_state(files.state, model.linear, optimizer, scheduler, state, config)
+                save_state()
                 save_due = False
         state["batch"] = 0
     bar.close()
-    if state["loss_n"] and main_process:
-        metrics.append({"step": state["global_step"], "train_loss": state["loss_sum"] / state["loss_n"],
-                        "lr": scheduler.get_last_lr()[0]})
-    evaluate_and_keep_best()
-    state["epoch"] = args.train_epoch
-    if main_process:
-        runs.save_state(files.state, model.linear, optimizer, scheduler, state, config)
+    if not state["finished"]:  # the last rows and the last dev evaluation, once
+        if state["loss_n"] and main_process:
+            metrics.append({"step": state["global_step"], "train_loss": state["loss_sum"] / state["loss_n"],
+                            "lr": scheduler.get_last_lr()[0]})
+        evaluate_and_keep_best()
+        state.update(epoch=args.train_epoch, finished=True)
+        save_state()
     processes.barrier()  # the checkpoint is written before any process reads it
     return state, metrics
 
@@ -195,16 +201,17 @@ def check_finite(loss, state, lines, files):
 
 def run(args):
     with Processes.start(args.device) as processes:  # N processes under accelerate launch / torchrun
-        return train_and_test(args, processes)
+        files = runs.RunFiles.of(args)
+        check_processes(args, processes)
+        if args.nil_threshold == "checkpoint":
+            raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
+        check_tracker(args.report_to)
+        lock = processes.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
+        with lock or contextlib.nullcontext():  # the main process holds the run's files until it ends
+            return train_and_test(args, processes, files)
 
 
-def train_and_test(args, processes):
-    files = runs.RunFiles.of(args)
-    check_processes(args, processes)
-    if args.nil_threshold == "checkpoint":
-        raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
-    check_tracker(args.report_to)
-    processes.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
+def train_and_test(args, processes, files):
     tracker = None
     if processes.is_main:
         tracker = start_tracker(args.report_to, args.log_dir, runs.run_name(args), runs.run_config(args))

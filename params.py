@@ -8,7 +8,9 @@ help text: `python main.py` runs the bundled offline demo, `--dataset wikidivers
 """
 import argparse
 import json
+import math
 import os
+import sys
 
 from mel.drin.features import CAPTIONS_FILE
 from mel.drin.model import EDGES
@@ -221,11 +223,10 @@ def check_gemel_args(args, parser):
         parser.error("--candidates_with_gold needs --use_candidates")
     if args.use_candidates and args.decoding == "reference":
         parser.error("--use_candidates decodes with --decoding fast (per-example trees in one batch)")
+    check_numbers(args, parser, positive=("lr", "max_norm", "adam_epsilon"), at_least_zero=("weight_decay",),
+                  fraction=("warmup_ratio",))
     if args.nil_threshold not in (None, "dev", "checkpoint"):
-        try:
-            args.nil_threshold = float(args.nil_threshold)
-        except ValueError:
-            parser.error(f"--nil_threshold must be a number, dev or checkpoint, got {args.nil_threshold!r}")
+        args.nil_threshold = parse_nil_threshold(args.nil_threshold, parser.error)
     if args.nil_threshold == "dev" and not args.keep_nil:
         parser.error("--nil_threshold dev chooses the threshold on dev's NIL lines: add --keep_nil")
     args.device_map, args.max_memory = parse_placement(args.device_map, args.max_memory, parser)
@@ -233,6 +234,53 @@ def check_gemel_args(args, parser):
         args.accum_iter = 1
     if getattr(args, "top_k", None) is not None and not 1 <= args.top_k <= args.num_beams:
         parser.error(f"--top_k must be between 1 and --num_beams ({args.num_beams})")
+
+
+def check_numbers(args, parser, positive=(), at_least_zero=(), fraction=()):
+    """Float flags that must be finite and > 0, >= 0, or in [0, 1]: refused at once (a NaN learning rate would
+    only show as a NaN loss after the LM has loaded)."""
+    for names, ok, wanted in ((positive, lambda v: v > 0, "a finite number > 0"),
+                              (at_least_zero, lambda v: v >= 0, "a finite number >= 0"),
+                              (fraction, lambda v: 0 <= v <= 1, "a number from 0 to 1")):
+        for name in names:
+            value = getattr(args, name)
+            if not (math.isfinite(value) and ok(value)):
+                parser.error(f"--{name} must be {wanted}, got {value}")
+
+
+def parse_nil_threshold(value, fail):
+    """A NIL threshold as a float, or None for -inf (never NIL, as no threshold); `fail(message)` for the rest."""
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        return fail(f"--nil_threshold must be a number, dev or checkpoint, got {value!r}")
+    if math.isnan(threshold) or threshold == math.inf:
+        why = "NaN compares false with every score" if math.isnan(threshold) else "inf makes every mention NIL"
+        return fail(f"--nil_threshold {value}: a NIL threshold must be a finite number (or -inf: never NIL); {why}")
+    return None if threshold == -math.inf else threshold
+
+
+def _is_device_name(device):
+    if isinstance(device, bool):
+        return False
+    if isinstance(device, int):
+        return device >= 0
+    return isinstance(device, str) and (device in ("cpu", "disk", "mps", "cuda")
+                                        or (device.startswith("cuda:") and device[5:].isdigit()))
+
+
+def join_negative_values(argv, flags):
+    """argv with `--flag -x` written `--flag=-x` for the numeric `flags`: argparse takes a value such as -inf or
+    -1e-3 for another option otherwise."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] in flags and out[i + 1].startswith("-"):
+            try:
+                float(out[i + 1])
+            except ValueError:
+                continue
+            out[i:i + 2] = [f"{out[i]}={out[i + 1]}", None]
+    return [a for a in out if a is not None]
 
 
 def parse_placement(device_map, max_memory, parser):
@@ -251,6 +299,10 @@ def parse_placement(device_map, max_memory, parser):
                          f"got {device_map!r} ({error.msg})")
         if not isinstance(device_map, dict) or not device_map:
             parser.error("--device_map: a JSON object {module name: device}, e.g. {\"model.decoder.layers.0\": 0}")
+        for module, device in device_map.items():
+            if not _is_device_name(device):
+                parser.error(f"--device_map: {module!r} is placed on {device!r}, which is no device: give a GPU index "
+                             f"(0, 1, ...), cuda:N, cpu or disk")
     if max_memory is None:
         return device_map, None
     if device_map is None:
@@ -303,11 +355,12 @@ def check_drin_args(args, parser):
         args.hits = sorted({int(k) for k in args.hits.split(",")})
     except ValueError:
         parser.error("--hits takes comma-separated integers, e.g. 1,3,5")
-    positive = ["hidden", "num_layers", "batch_size", "eval_bs", "lr"] + ["max_candidates"] * (args.max_candidates
-                                                                                               is not None)
+    positive = ["hidden", "num_layers", "batch_size", "eval_bs"] + ["max_candidates"] * (args.max_candidates
+                                                                                         is not None)
     for name in positive:
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    check_numbers(args, parser, positive=("lr",), at_least_zero=("margin",))
     if args.train_epoch < 0 or args.reset_optimizer_every < 0:
         parser.error("--train_epoch and --reset_optimizer_every must be >= 0")
 
@@ -315,6 +368,8 @@ def check_drin_args(args, parser):
 # ----------------------------------------------------------------------------- main.py, infe.py, link.py
 
 METHOD_FLAGS = {"gemel": (add_gemel_flags, check_gemel_args), "drin": (add_drin_flags, check_drin_args)}
+NUMERIC_FLAGS = {"--nil_threshold", "--lr", "--weight_decay", "--warmup_ratio", "--max_norm", "--adam_epsilon",
+                 "--margin"}
 
 
 def method_of(argv, script="train"):
@@ -351,6 +406,7 @@ def run_script(script, body, argv=None):
 
 def parse_args(argv=None, script="train"):
     """The flags of main.py (script "train"), infe.py ("evaluate") or link.py ("link"), checked and completed."""
+    argv = join_negative_values(sys.argv[1:] if argv is None else argv, NUMERIC_FLAGS)
     method = method_of(argv, script)
     parser = build_parser(script, method)
     args = parser.parse_args(argv)

@@ -16,7 +16,6 @@ slot, d = 768, two GCN layers. Measured in this one process:
 Prints a table and writes JSON to bench/results/drin.json (or --out).
 """
 import argparse
-import json
 import os
 import platform
 import sys

@@ -46,16 +46,23 @@ def test_each_example_decodes_among_its_own_candidates_only():
 
 
 def test_candidate_file_is_checked_line_by_line(tmp_path):
-    examples = [{"line": 1, "target": "Paris"}, {"line": 3, "target": "Jordan"}]
+    examples = [{"line": 1, "mention": "Paris", "target": "Paris"},
+                {"line": 3, "mention": "Jordan", "target": "Jordan"}]
     path = tmp_path / "candidates.dev.jsonl"
-    path.write_text(json.dumps({"line": 1, "candidates": ["Paris", "Paris Hilton"]}) + "\n")
+    path.write_text(json.dumps({"line": 1, "mention": "Paris", "candidates": ["Paris", "Paris Hilton"]}) + "\n")
     with pytest.raises(DataError, match="line 3"):
         read_candidates(str(path), examples)
-    path.write_text(json.dumps({"line": 1, "candidates": []}) + "\n")
+    path.write_text(json.dumps({"line": 1, "mention": "Paris", "candidates": []}) + "\n")
     with pytest.raises(DataError, match=r"candidates.dev.jsonl, line 1"):
         read_candidates(str(path), examples)
-    path.write_text("".join(json.dumps({"line": n, "candidates": c}) + "\n"
-                            for n, c in ((1, ["Paris Hilton", "Paris"]), (3, ["Jordan River"]))))
+    # a list of another split (or of an edited one): its line numbers exist, its mentions differ
+    path.write_text("".join(json.dumps({"line": n, "mention": m, "candidates": c}) + "\n"
+                            for n, m, c in ((1, "Paris", ["Paris"]), (3, "Mercury", ["Mercury (planet)"]))))
+    with pytest.raises(DataError, match=r"candidates.dev.jsonl, line 2: the candidates of mention 'Mercury', but "
+                                        r"line 3 of the split is 'Jordan'"):
+        read_candidates(str(path), examples)
+    path.write_text("".join(json.dumps({"line": n, "mention": m, "candidates": c}) + "\n"
+                            for n, m, c in ((1, "Paris", ["Paris Hilton", "Paris"]), (3, "Jordan", ["Jordan River"]))))
     candidates = read_candidates(str(path), examples)
     assert recall_at(candidates, examples, (1, 2)) == {1: 0.0, 2: 50.0}
     assert with_gold(candidates, examples)[3] == ["Jordan River", "Jordan"]
@@ -100,9 +107,31 @@ def test_infe_with_the_whole_kb_as_candidates_equals_whole_kb(candidate_run, tmp
     rows = [json.loads(line) for line in open(folder / "candidates.dev.jsonl")]
     with open(folder / "candidates.dev.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps({"line": row["line"], "candidates": names}) + "\n")
+            f.write(json.dumps({"line": row["line"], "mention": row["mention"], "candidates": names}) + "\n")
     paths = {name: tmp_path / f"{name}.jsonl" for name in ("kb", "candidates")}
     infe.main(common + ["--split", "dev", "--predictions_file", str(paths["kb"])])
     infe.main(common + ["--split", "dev", "--use_candidates", "--predictions_file", str(paths["candidates"])])
     kb, cands = ([json.loads(line) for line in open(p)] for p in paths.values())
     assert [r["ranked"] for r in kb] == [r["ranked"] for r in cands]
+
+
+def test_a_candidate_outside_the_knowledge_base_is_refused(candidate_run, tmp_path):
+    root, common = candidate_run
+    data_dir = tmp_path / "data"
+    shutil.copytree(root / "data" / "tiny", data_dir / "tiny")
+    path = data_dir / "tiny" / "candidates.dev.jsonl"
+    rows = [json.loads(line) for line in open(path)]
+    rows[0]["candidates"][1] = "Paris Saint-Germain"  # line 1, a linked mention (NIL lines are not evaluated)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = [a if a != str(root / "data") else str(data_dir) for a in common]
+    with pytest.raises(SystemExit, match=rf"candidates\.dev\.jsonl \(the list of dev\.json line {rows[0]['line']}\): "
+                                         r"candidate 'Paris Saint-Germain' is not an entity of the knowledge base"):
+        infe.main(argv + ["--split", "dev", "--use_candidates", "--predictions_file", str(tmp_path / "p.jsonl")])
+
+
+def test_an_empty_knowledge_base_is_refused(tmp_path, tiny_dataset):
+    shutil.copytree(tiny_dataset["folder"], tmp_path / "tiny")
+    (tmp_path / "tiny" / "entities.txt").write_text("\n")
+    with pytest.raises(SystemExit, match=r"entities\.txt: holds no entity name"):
+        prepare.main(["candidates", "--data_dir", str(tmp_path), "--dataset", "tiny", "--simcse_model",
+                      tiny_dataset["simcse_model"]])

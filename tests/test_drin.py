@@ -456,3 +456,48 @@ def test_stale_or_missing_inputs_are_named(drin_dataset, tmp_path):
     (folder / "candidates.test.jsonl").unlink()
     with pytest.raises(DataError, match="prepare.py candidates --dataset tiny`, or convert DRIN's released"):
         DrinSplit.load(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)
+
+
+def test_recomputed_image_features_make_the_feature_files_stale(drin_dataset, tmp_path):
+    """The feature files record every file they were computed from, the image features and captions included."""
+    folder = tmp_path / "tiny"
+    shutil.copytree(drin_dataset["folder"], folder)
+    with h5py.File(folder / "clip_vit_large_patch14_1024.hdf5", "a") as h5:
+        h5["entity/0.jpg"][...] = 0.5  # as a rerun of prepare.py clip with another model would
+    with pytest.raises(DataError, match=r"drin\.entities\.h5: built from another version of .*"
+                                        r"clip_vit_large_patch14_1024\.hdf5"):
+        EntityTable.load(str(folder), "tiny")
+    shutil.copy(os.path.join(drin_dataset["folder"], "clip_vit_large_patch14_1024.hdf5"), folder)
+    with open(folder / "image_captions.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"key": "extra.jpg", "caption": "a new caption"}) + "\n")
+    with pytest.raises(DataError, match=r"built from another version of .*image_captions\.jsonl"):
+        EntityTable.load(str(folder), "tiny")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("no names", "has no `names`"),
+    ("object text", "`text` holds object values, not numbers"),
+    ("no sources", "records no entities.jsonl it was built from"),
+])
+def test_a_malformed_feature_file_is_named(drin_dataset, tmp_path, damage, expected):
+    folder = tmp_path / "tiny"
+    shutil.copytree(drin_dataset["folder"], folder)
+    with h5py.File(folder / "drin.entities.h5", "a") as h5:
+        if damage == "no names":
+            del h5["names"]
+        elif damage == "object text":
+            rows = h5["text"].shape[0]
+            del h5["text"]
+            h5.create_dataset("text", data=np.array(["x"] * rows, dtype=object), dtype=h5py.string_dtype())
+        else:
+            h5.attrs["sources"] = "{}"
+    with pytest.raises(DataError, match=expected) as raised:
+        EntityTable.load(str(folder), "tiny")
+    assert str(raised.value).startswith(str(folder / "drin.entities.h5"))
+
+
+def test_resume_with_nothing_to_resume_is_refused(drin_dataset, tmp_path):
+    import main
+
+    with pytest.raises(SystemExit, match=r"--resume: no run drin_tiny_tt-ti-it-ii_dynamic in --ckpt_dir"):
+        main.main(drin_flags(drin_dataset, tmp_path, "--resume"))

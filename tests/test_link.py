@@ -101,4 +101,40 @@ def test_a_text_too_long_for_the_lm_is_named(trained, tmp_path):
     source = tmp_path / "long.jsonl"
     source.write_text(json.dumps({"text": "Jordan " * 1200 + "won.", "mention": "Jordan"}) + "\n")
     message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
-    assert "input, line 1" in message and "positions" in message and "shorten the text" in message
+    assert f"{source}, line 1" in message and "positions" in message and "shorten the text" in message
+
+
+def test_user_fields_are_copied_whatever_their_names(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Jordan won.", "mention": "Jordan", "_line": "mine", "line": 7}) + "\n")
+    linked = link.main(common + ["--input", str(source)])
+    assert linked[0]["_line"] == "mine" and linked[0]["line"] == 7
+
+
+def test_output_equal_to_input_is_refused_even_with_overwrite(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Jordan won.", "mention": "Jordan"}) + "\n")
+    before = source.read_text()
+    message = str(pytest.raises(SystemExit, link.main,
+                                common + ["--input", str(source), "--output", str(source), "--overwrite"]).value)
+    assert "is the --input file" in message and source.read_text() == before
+
+
+def test_a_bad_image_key_names_its_line(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Jordan won.", "mention": "Jordan", "image_key": "dev/0.jpg"}) + "\n"
+                      + json.dumps({"text": "Jordan won.", "mention": "Jordan", "image_key": "no/such.jpg"}) + "\n")
+    message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
+    assert f"{source}, line 2: `image_key` 'no/such.jpg'" in message and "no feature for image key" in message
+
+
+def test_a_candidate_outside_the_knowledge_base_is_refused(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Mercury orbits the Sun.", "mention": "Mercury",
+                                  "candidates": ["Mercury (planet)", "Mercury Marine"]}) + "\n")
+    message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
+    assert f"{source}, line 1: candidate 'Mercury Marine' is not an entity of the knowledge base" in message

@@ -26,7 +26,8 @@ def test_main_writes_checkpoint_config_metrics_and_predictions(run):
     assert set(state) == {"weight", "bias"} and state["weight"].dtype == torch.float16
     config = json.loads(ckpt.with_suffix(".json").read_text())
     assert config["ICL_examples_num"] == 3 and config["best_dev_acc"] == run["result"]["best_dev_acc"]
-    rows = [json.loads(line) for line in open(run["out"] / "log" / "tiny-opt0_tiny_linear_4token_3examples.metrics.jsonl")]
+    log = run["out"] / "log" / "tiny-opt0_tiny_linear_4token_3examples.metrics.jsonl"
+    rows = [json.loads(line) for line in open(log)]
     dev = [r for r in rows if "dev_acc" in r]
     assert len(dev) == 2  # once at step 10 (of 12 micro-steps), once at the end
     assert any("train_loss" in r for r in rows) and rows[-1]["test_acc"] == run["result"]["test_acc"]
@@ -168,6 +169,7 @@ def test_text_only_gemel_has_nothing_to_train(tiny_dataset, tiny_opt_dir, tmp_pa
     result = train_script.main(flags + ["--train_epoch", "2"])
     state = torch.load(tmp_path / "ckpt" / "tiny-opt0_tiny_linear_0token_2examples.pkl", weights_only=True)
     assert state["weight"].shape == (0, 1024)
-    rows = [json.loads(line) for line in open(tmp_path / "log" / "tiny-opt0_tiny_linear_0token_2examples.metrics.jsonl")]
+    log = tmp_path / "log" / "tiny-opt0_tiny_linear_0token_2examples.metrics.jsonl"
+    rows = [json.loads(line) for line in open(log)]
     assert not any("train_loss" in r for r in rows)
     assert infe.main(flags + ["--predictions_file", str(tmp_path / "p.jsonl")]) == result["test_acc"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import prepare
-from mel.errors import DataError, TokenizerMismatchError
+from mel.errors import DataError
 from mel.io import atomic as fileio
 from mel.io.datasets import load_image_features, load_mention_embeddings, read_split
 from mel.retrieval import demonstrations as retrieval

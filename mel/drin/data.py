@@ -7,6 +7,7 @@ Candidate handling (--drin_gold_slot):
   listed already). The loss and the metrics leave that slot out, but the mention vertices' mean over candidates
   includes it, at test time too (DRIN.md quirk 1), so its figures may use the gold entity's features.
 """
+import json
 import os
 from dataclasses import dataclass
 
@@ -23,23 +24,56 @@ from mel.retrieval.candidates import candidates_path, read_candidates
 PREPARE = "python prepare.py drin --dataset {dataset}"
 
 
-def _read_h5(path, what, dataset):
+ENTITY_ARRAYS = ("text", "text_edge", "image", "text_joint", "image_joint")
+SPLIT_ARRAYS = ("text", "image", "text_joint", "image_joint")
+
+
+def _read_h5(path, what, dataset, numeric, names=None):
+    """(arrays, attrs) of a feature file: its format, the `numeric` arrays (float, finite) and the `names` array
+    (strings) it must hold, and its sources unchanged since it was built; one line naming the file otherwise."""
+    rebuild = f"rebuild it with `{PREPARE.format(dataset=dataset)}`"
     if not os.path.exists(path):
         raise DataError(f"{path}: DRIN {what} features not found; build them with `{PREPARE.format(dataset=dataset)}`")
     try:
         with h5py.File(path, "r") as h5:
             if h5.attrs.get("format") != FORMAT:
                 raise DataError(f"{path}: not a DRIN feature file of this version (format "
-                                f"{h5.attrs.get('format')!r}); rebuild it with `{PREPARE.format(dataset=dataset)}`")
+                                f"{h5.attrs.get('format')!r}); {rebuild}")
+            missing = [name for name in (*numeric, *([names] if names else [])) if name not in h5]
+            if missing:
+                raise DataError(f"{path}: has no `{missing[0]}` (it holds {', '.join(h5) or 'nothing'}); {rebuild}")
             arrays = {name: h5[name][()] for name in h5}
             attrs = dict(h5.attrs)
     except OSError as error:
-        raise DataError(f"{path}: cannot read it as HDF5 ({error}); rebuild it with "
-                        f"`{PREPARE.format(dataset=dataset)}`") from None
+        raise DataError(f"{path}: cannot read it as HDF5 ({error}); {rebuild}") from None
     for name, value in arrays.items():
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise DataError(f"{path}: `{name}` holds NaN or inf; rebuild it with `{PREPARE.format(dataset=dataset)}`")
+        if name == names:
+            if value.dtype.kind not in "OSU":
+                raise DataError(f"{path}: `{name}` holds {value.dtype} values, not names; {rebuild}")
+        elif value.dtype.kind not in "fiub":
+            raise DataError(f"{path}: `{name}` holds {value.dtype} values, not numbers; {rebuild}")
+        elif value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise DataError(f"{path}: `{name}` holds NaN or inf; {rebuild}")
+    _check_sources(path, attrs, dataset)
     return arrays, attrs
+
+
+def _check_sources(path, attrs, dataset):
+    """Refuse a feature file computed from another version of a file of the dataset folder (the entity list or
+    split, the image features, the captions): `sources` records the sha256 of each."""
+    try:
+        recorded = json.loads(attrs.get("sources", "{}"))
+    except (TypeError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise DataError(f"{path}: its `sources` attribute is not a JSON object; rebuild it with "
+                        f"`{PREPARE.format(dataset=dataset)}`")
+    folder = os.path.dirname(path)
+    for name, digest in recorded.items():
+        source = os.path.join(folder, name)
+        if os.path.exists(source) and sha256_of(source) != digest:
+            raise DataError(f"{path}: built from another version of {source} (it changed since); rebuild it with "
+                            f"`{PREPARE.format(dataset=dataset)}`")
 
 
 def _objects(arrays, image):
@@ -64,10 +98,9 @@ class EntityTable:
     @classmethod
     def load(cls, folder, dataset):
         path = entity_features_path(folder)
-        arrays, attrs = _read_h5(path, "entity", dataset)
-        source = os.path.join(folder, ENTITIES_FILE)
-        if os.path.exists(source) and attrs.get("entities_sha256") != sha256_of(source):
-            raise DataError(f"{path}: built from another version of {source}; rebuild it with "
+        arrays, attrs = _read_h5(path, "entity", dataset, ENTITY_ARRAYS, names="names")
+        if ENTITIES_FILE not in json.loads(attrs["sources"]):
+            raise DataError(f"{path}: records no {ENTITIES_FILE} it was built from; rebuild it with "
                             f"`{PREPARE.format(dataset=dataset)}`")
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in arrays["names"]]
         t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k not in ("names", "has_image")}
@@ -95,10 +128,10 @@ class DrinSplit:
     def load(cls, folder, dataset, split, examples, entities, gold_slot, training, max_candidates=None):
         """The features of a split's non-NIL `examples` (mel.io.datasets.read_split) with their candidate slots."""
         path = split_features_path(folder, split)
-        arrays, attrs = _read_h5(path, split, dataset)
+        arrays, attrs = _read_h5(path, split, dataset, SPLIT_ARRAYS + ("lines",))
         split_file = os.path.join(folder, f"{split}.json")
-        if attrs.get("split_sha256") != sha256_of(split_file):
-            raise DataError(f"{path}: built from another version of {split_file}; rebuild it with "
+        if os.path.basename(split_file) not in json.loads(attrs["sources"]):
+            raise DataError(f"{path}: records no {split}.json it was built from; rebuild it with "
                             f"`{PREPARE.format(dataset=dataset)}`")
         if arrays["lines"].tolist() != [ex["line"] for ex in examples]:
             raise DataError(f"{path}: its rows are not the non-NIL lines of {split_file}; rebuild it with "

@@ -12,6 +12,7 @@ runs read (--img_feat); `*_joint` are the two towers of an image-text space for 
 original: its logits / 100 are these cosines). Optional `objects` / `object_scores` hold detector crops for the ii
 edge; without them the ii edge compares the two whole images (one object per side, score 1).
 """
+import json
 import logging
 import os
 
@@ -21,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from mel.errors import DataError
-from mel.io.atomic import atomic_path, file_size
+from mel.io.atomic import atomic_path, ensure_free_space, file_size
 from mel.io.datasets import image_key, load_image_features, read_jsonl_objects, read_split
 from mel.io.provenance import sha256_of
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 ENTITIES_FILE = "entities.jsonl"
 CAPTIONS_FILE = "image_captions.jsonl"
 ENTITY_TEXT_CHARS = 512  # WikiDiverse's "name: brief" was cut to 512 characters
-FORMAT = "drin-features-1"
+FORMAT = "drin-features-2"  # the attribute `sources`: {file name in the dataset folder: sha256}
 
 
 def split_features_path(folder, split):
@@ -214,6 +215,7 @@ def _per_key(keys, compute, width):
 
 
 def _write_h5(path, arrays, attrs):
+    ensure_free_space(path, sum(v.nbytes for v in arrays.values() if v.dtype.kind not in "UO"), "the DRIN features")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as h5:
             for name, value in arrays.items():
@@ -243,9 +245,8 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
               "image": _per_key(images, lambda keys: load_image_features(img_feat, keys, dim_image), dim_image),
               "text_joint": text_joint, "image_joint": _per_key(images, space.images, text_joint.shape[1]),
               "has_image": np.array([k is not None for k in images])}
-    _write_h5(entity_features_path(folder), arrays, {"format": FORMAT, "entities_sha256": sha256_of(path),
-                                                   "text_encoder": text.name, "pooling": pooling,
-                                                   "img_feat": os.path.basename(img_feat)})
+    _write_h5(entity_features_path(folder), arrays, {"format": FORMAT, "sources": sources(path, img_feat, space),
+                                                   "text_encoder": text.name, "pooling": pooling})
 
 
 def build_split_features(folder, split, text, space, img_feat, dim_image):
@@ -265,6 +266,13 @@ def build_split_features(folder, split, text, space, img_feat, dim_image):
     arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), "text": span_means,
               "image": image[:, None, :],  # one region: a pooled feature
               "text_joint": text_joint, "image_joint": _per_key(keys, space.images, text_joint.shape[1])}
-    _write_h5(split_features_path(folder, split), arrays, {"format": FORMAT, "split_sha256": sha256_of(split_file),
-                                                        "text_encoder": text.name,
-                                                        "img_feat": os.path.basename(img_feat)})
+    _write_h5(split_features_path(folder, split), arrays, {"format": FORMAT,
+                                                        "sources": sources(split_file, img_feat, space),
+                                                        "text_encoder": text.name})
+
+
+def sources(*inputs):
+    """The `sources` attribute of a feature file, as JSON: {file name: sha256} of what it was computed from (the
+    entity list or split, the image features, the captions of a caption space; paths or objects with `.source`)."""
+    paths = [getattr(item, "source", item) for item in inputs]
+    return json.dumps({os.path.basename(p): sha256_of(p) for p in paths if isinstance(p, str) and os.path.exists(p)})

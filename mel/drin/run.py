@@ -25,7 +25,7 @@ from mel.runs.metrics import MetricsLog
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE = ("hidden", "num_layers", "edges", "edge_type", "vector_edges")
+ARCHITECTURE = {"hidden": int, "num_layers": int, "edges": str, "edge_type": str, "vector_edges": bool}
 
 
 # ----------------------------------------------------------------------------- scoring and metrics
@@ -97,19 +97,23 @@ def make_model(entities, config):
 
 def train_drin(args):
     files = runs.RunFiles.of(args)
-    runs.claim(files, args)
+    with runs.claim(files, args):
+        return _train(args, files)
+
+
+def _train(args, files):
     set_seed(args.random_seed)
     device = pick_device(args.device)
     entities, data = load_data(args, ["train", "dev", "test"], training=True)
     config = runs.run_config(args)
     model = make_model(entities, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None}
+    progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None, "metrics_rows": 0}
     metrics = MetricsLog(files.metrics)
     resumed = runs.resume(files, args, model, optimizer)
     if resumed is not None:
         progress = resumed
-        metrics.keep_until(progress["epoch"])
+        metrics.truncate(progress["metrics_rows"])
         logger.info(f"Resumed from {files.state} after epoch {progress['epoch']}")
     train_split = data["train"]
     params = sum(p.numel() for p in model.parameters())
@@ -148,6 +152,7 @@ def train_drin(args):
         metrics.append(row)
         logger.info(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, dev Hits@1 {dev['hits@1']:.2f} "
                     f"MRR {dev['mrr']:.4f}{' (saved)' if better else ''}")
+        progress["metrics_rows"] = metrics.rows
         runs.save_state(files.state, model, optimizer, None, progress, config)
     if args.train_epoch == 0 or progress["best_epoch"] is None:
         save_checkpoint_and_config(model, config, files, progress)
@@ -175,7 +180,12 @@ def save_checkpoint_and_config(model, config, files, progress):
 def evaluate_drin(args):
     ckpt = runs.find_checkpoint(args)
     saved = read_model_checkpoint(ckpt, ARCHITECTURE, "DRIN")
-    out, summary_file = runs.evaluation_outputs(args, ckpt)
+    out, summary_file, lock = runs.evaluation_outputs(args, ckpt)
+    with lock:
+        return _evaluate_into(args, ckpt, saved, out, summary_file)
+
+
+def _evaluate_into(args, ckpt, saved, out, summary_file):
     device = pick_device(args.device)
     entities, data = load_data(args, [args.split], training=False)
     model = make_model(entities, saved["architecture"]).to(device)

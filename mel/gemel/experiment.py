@@ -90,6 +90,12 @@ def load_experiment(args, split_names, processes=None):
         tree = load_prefix_tree(args.dataset_dir, tokenizer, args.model_name, args.trie_file)
     else:
         tree = Unconstrained(tokenizer.eos_token_id)
+    for name, lists in candidates.items():
+        if lists is not None:
+            path = candidates_path(args.dataset_dir, name)
+            check_candidates_in_tree(tokenizer, tree, lists, lambda line, path=path, name=name:
+                                     f"{path} (the list of {name}.json line {line})")
+            candidates[name] = with_gold(lists, examples[name]) if args.candidates_with_gold else lists
 
     if device.type == "cpu":
         keep_freed_memory_for_reuse()
@@ -117,7 +123,23 @@ def _candidates(args, split_name, examples):
     shown = ", ".join(f"@{k} {v:.1f} %" for k, v in recall.items())
     oracle = " (the gold is added where missing: --candidates_with_gold)" if args.candidates_with_gold else ""
     logger.info(f"{split_name}: candidates from {path}, recall {shown}{oracle}")
-    return with_gold(candidates, examples) if args.candidates_with_gold else candidates
+    return candidates
+
+
+def check_candidates_in_tree(tokenizer, tree, candidates, where):
+    """Refuse a candidate that is no name of the knowledge base (the prefix tree): decoding among an example's own
+    candidates would predict it. candidates: {line: names}; where(line): the origin of that list, for messages."""
+    if isinstance(tree, Unconstrained):
+        return
+    names = list(dict.fromkeys(name for lists in candidates.values() for name in lists))
+    eos = tree.eos_token_id
+    tokens = tokenizer(names, add_special_tokens=False)["input_ids"]
+    known = {name for name, ids in zip(names, tokens) if [eos, *ids, eos] in tree}
+    for line, lists in candidates.items():
+        unknown = [name for name in lists if name not in known]
+        if unknown:
+            raise DataError(f"{where(line)}: candidate {unknown[0]!r} is not an entity of the knowledge base (no name "
+                            f"of the prefix tree); remove it, or add it to entities.txt and rebuild the tree")
 
 
 def _image_features(args, train, examples):
@@ -177,8 +199,8 @@ def _fit_context(builder, examples, demos, lm, args, split_name):
         while kept and need(ex, kept) > limit:
             kept = kept[1:]
         if need(ex, kept) > limit:
-            source = args.data_file.get(split_name, split_name)  # link.py's input is no split file
-            raise DataError(f"{source}, line {ex['line']}: the prompt needs {need(ex, kept)} positions even without "
+            where = ex.get("at") or f"{args.data_file.get(split_name, split_name)}, line {ex['line']}"
+            raise DataError(f"{where}: the prompt needs {need(ex, kept)} positions even without "
                             f"demonstrations, but {args.model_name} has {limit}; shorten the text")
         shortened += len(kept) < len(ex_demos)
         fitted.append(kept)

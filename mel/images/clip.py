@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from mel.errors import DataError
-from mel.io.atomic import atomic_path, atomic_write, file_size, write_lines
+from mel.io.atomic import atomic_path, atomic_write, ensure_free_space, file_size, write_lines
 from mel.io.datasets import image_key, read_split
 from mel.models.loading import pick_device
 
@@ -154,9 +154,19 @@ class ClipEncoder:
 
     def __init__(self, name, device):
         import torch
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPVisionModel
 
         self.torch, self.device, self.name = torch, device, name
+        try:
+            self._load(name, device)
+        except OSError as error:  # not a local folder, and the hub cannot be reached (or has no such model)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DataError(f"--clip_model {name!r}: cannot load it ({first}); give a local model folder or a hub id "
+                            f"reachable from here") from None
+
+    def _load(self, name, device):
+        torch = self.torch
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPVisionModel
+
         with quiet_transformers():
             # the PIL backend matches the preprocessing GEMEL's features were made with, torchvision installed or not
             self.processor = AutoImageProcessor.from_pretrained(name, backend="pil")
@@ -247,6 +257,9 @@ class FeatureParts:
         untouched until the replace, and keys already in the file are not written twice.
         """
         chunks = self.chunks()
+        if chunks:  # the file is copied, then grows by the new features (HDF5 stores each with its own header)
+            existing = os.path.getsize(output) if os.path.exists(output) else 0
+            ensure_free_space(output, existing + 2 * sum(os.path.getsize(c) for c in chunks), "the image features")
         added = add_missing_features(output, read_chunks(chunks)) if chunks else 0
         shutil.rmtree(self.folder, ignore_errors=True)
         return added

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from mel.errors import DataError
+from mel.io.provenance import sha256_of
 from mel.io.safeload import load_pickle
 
 REQUIRED_FIELDS = ("text", "mention", "target", "golden")
@@ -54,6 +55,9 @@ def read_jsonl_objects(path):
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg}). Each line must be one "
                                 f"JSON object.") from None
+            except RecursionError:
+                raise DataError(f"{path}, line {line_no}: JSON nested too deeply to read; each line must be one "
+                                f"flat JSON object.") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}.")
             yield line_no, row
@@ -128,6 +132,30 @@ def load_image_features(path, keys, dim):
     return feats
 
 
+def sources_path(path):
+    """The record beside a derived file whose own format holds none (a pickled array): what it was built from."""
+    return path + ".sources.json"
+
+
+def check_sources(path, rebuild):
+    """Refuse a derived file whose record (sources_path) names a file of its folder that changed since."""
+    record_file = sources_path(path)
+    if not os.path.exists(record_file):
+        return  # GEMEL's released files come without one
+    try:
+        with open(record_file, encoding="utf-8") as f:
+            recorded = json.load(f)["sources"]
+        items = list(recorded.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise DataError(f"{record_file}: not a record of sources ({{\"sources\": {{file: sha256}}}}); rebuild "
+                        f"{os.path.basename(path)} with `{rebuild}`") from None
+    for name, digest in items:
+        source = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+        if os.path.exists(source) and sha256_of(source) != digest:
+            raise DataError(f"{path}: built from another version of {source} (it changed since); rebuild it with "
+                            f"`{rebuild}`")
+
+
 def load_mention_embeddings(path, num_train, train_file):
     """GEMEL's pickled [num_train, dim] matrix, one row per NIL-filtered training example in file order."""
     dataset = os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -135,6 +163,7 @@ def load_mention_embeddings(path, num_train, train_file):
                f"--simcse_model <encoder>")
     if not os.path.exists(path):
         raise DataError(f"{path}: training-mention embeddings not found. Build them with `{rebuild}`.")
+    check_sources(path, rebuild)
     emb = load_pickle(path, "mention-embedding file", rebuild)
     if type(emb).__module__.startswith("torch"):  # a pickled tensor: safeload imported torch to read it
         emb = emb.detach().cpu().float().numpy()

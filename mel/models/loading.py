@@ -200,10 +200,17 @@ def load_lm(name, dtype, device, cache_dir=None, device_map=None, max_memory=Non
 
 
 def check_device_map(path, device_map, cache_dir=None):
-    """Refuse, before any weight is read, a map that names a module the LM lacks or leaves a parameter unplaced."""
+    """Refuse, before any weight is read, a map that names a device not visible, a module the LM lacks, or leaves a
+    parameter unplaced."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for module, device in device_map.items():
+        index = device if isinstance(device, int) else int(device[5:]) if str(device).startswith("cuda:") else None
+        if (index is not None or device == "cuda") and (index or 0) >= visible:
+            raise DataError(f"--device_map places {module!r} on {device!r}, but {visible} CUDA device(s) are visible; "
+                            f"place it on one of them, cpu or disk")
     with init_empty_weights():  # the module tree only, on the meta device
         skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, cache_dir=cache_dir))
     modules = dict(skeleton.named_modules())

@@ -32,18 +32,24 @@ def read_candidates(path, examples, alternative="or drop --use_candidates"):
         dataset = os.path.basename(os.path.dirname(os.path.abspath(path)))
         raise DataError(f"{path}: candidate file not found. Build it with `python prepare.py candidates --dataset "
                         f"{dataset}`, {alternative}")
-    found = {}
+    found, mentions = {}, {}
     for number, row in read_jsonl_objects(path):
         names = row.get("candidates")
-        if not isinstance(row.get("line"), int) or not isinstance(names, list) or not names \
-                or not all(isinstance(n, str) and n for n in names):
-            raise DataError(f"{path}, line {number}: expected {{\"line\": <split line number>, \"candidates\": "
-                            f"[non-empty entity names]}}")
-        found[row["line"]] = names
+        if not isinstance(row.get("line"), int) or not isinstance(row.get("mention"), str) \
+                or not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise DataError(f"{path}, line {number}: expected {{\"line\": <split line number>, \"mention\": "
+                            f"<its mention>, \"candidates\": [non-empty entity names]}}")
+        found[row["line"]], mentions[row["line"]] = names, (number, row["mention"])
     missing = [ex["line"] for ex in examples if ex["line"] not in found]
     if missing:
         raise DataError(f"{path}: no candidates for {len(missing)} example(s) of the split, e.g. its line "
                         f"{missing[0]}; rebuild it with `python prepare.py candidates`")
+    for ex in examples:  # a list made for another split, or an edited split, names other mentions
+        number, mention = mentions[ex["line"]]
+        if mention != ex["mention"]:
+            raise DataError(f"{path}, line {number}: the candidates of mention {mention!r}, but line {ex['line']} of "
+                            f"the split is {ex['mention']!r}: the file belongs to another split or version of it; "
+                            f"rebuild it with `python prepare.py candidates`")
     return {ex["line"]: found[ex["line"]] for ex in examples}
 
 

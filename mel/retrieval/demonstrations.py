@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 from mel.errors import DataError
-from mel.io.atomic import atomic_write, file_size
-from mel.io.datasets import load_mention_embeddings, read_split
+from mel.io.atomic import atomic_write, file_size, write_json
+from mel.io.datasets import load_mention_embeddings, read_split, sources_path
+from mel.io.provenance import sha256_of
 from mel.models.loading import pick_device
 from mel.models.registry import preset
 from mel.retrieval.encoder import MentionEncoder, resolve_encoder
@@ -91,6 +92,8 @@ def build_embeddings(train_file, encoder_name, output, device=None, batch_size=1
     matrix = np.ascontiguousarray(vectors[[row[m] for m in mentions]], dtype=np.float32)  # (n_train, dim)
     with atomic_write(output, "wb") as f:
         pickle.dump(matrix, f, protocol=4)
+    write_json(sources_path(output), {"sources": {os.path.basename(train_file): sha256_of(train_file)},
+                                      "encoder": encoder_name})
     logger.info(f"Wrote {output}: float32 {list(matrix.shape)} (one row per non-NIL line of {train_file}), "
                 f"{file_size(output)}, {time.time() - start:.1f} s")
     return output

@@ -62,11 +62,17 @@ def save_model_checkpoint(model, architecture, path):
 
 
 def read_model_checkpoint(path, architecture_keys, method):
-    """{"state_dict", "architecture"} of a `method` checkpoint whose architecture has exactly `architecture_keys`."""
+    """{"state_dict", "architecture"} of a `method` checkpoint whose architecture has exactly the keys and types of
+    `architecture_keys` ({key: type})."""
     saved = torch_load(path, f"{method} checkpoint", f"Train one with `python main.py --method {method.lower()}`.")
     if not isinstance(saved, dict) or set(saved) != {"state_dict", "architecture"} \
             or not isinstance(saved["architecture"], dict) or set(saved["architecture"]) != set(architecture_keys):
         raise DataError(f"{path}: not a {method} checkpoint of this version (expected state_dict and architecture)")
+    for key, kind in architecture_keys.items():
+        value = saved["architecture"][key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise DataError(f"{path}: architecture {key!r} is {value!r}, not {kind.__name__}; not a checkpoint "
+                            f"this version wrote")
     return saved
 
 

@@ -5,18 +5,21 @@ DRIN's `drin_<dataset>_<edges>_<edge type>[_vector][_goldslot][_last]`. Its file
 config JSON, training state, test predictions) and --log_dir (metrics log). A run never replaces another run's
 files: main.py refuses to start where they exist unless told --resume (continue that run, with the same flags that
 shape it) or --overwrite (replace it). Evaluations (infe.py) and linked outputs (link.py) never replace an existing
-output file unless told --overwrite.
+output file unless told --overwrite. While a run (or an evaluation, or a linking) lives, its process holds the lock
+of its files (mel/runs/lock.py): a second process is refused, --overwrite of a live run too.
 """
 import json
+import math
 import os
 from dataclasses import dataclass
 
 import torch
 
 from mel.errors import DataError
-from mel.io.atomic import check_writable, torch_save
+from mel.io.atomic import check_writable, remove_stale_temps, torch_save
 from mel.io.safeload import torch_load
 from mel.models.registry import model_tag
+from mel.runs.lock import RunLock
 
 # Flags that may differ between a run and its resumption: where files are, how fast or on what it runs, what is
 # done after training. Every other flag shapes the run (its data, model, schedule or model selection).
@@ -24,6 +27,9 @@ MAY_CHANGE_ON_RESUME = {"resume", "overwrite", "device", "cache_dir", "data_dir"
                         "share_prompt", "do_test", "save_steps", "dataset_dir", "data_file", "report_to", "method",
                         "device_map", "max_memory", "offload_folder"}
 PATH_FLAGS = {"img_feat", "ment_embed_file", "trie_file"}  # compared by file name: the folder may move
+# what the settings read back from a checkpoint's config must be
+CONFIG_TYPES = {"model_name": str, "visual_prefix_length": int, "dim_clip": int, "ICL_examples_num": int}
+CONFIG_KIND = {str: "a string", int: "an integer"}
 CHECKPOINT_EXTENSION = {"gemel": ".pkl", "drin": ".pt"}  # .pkl: GEMEL's released checkpoints are named so
 STATE_KEYS = {"weights", "optimizer", "scheduler", "progress", "config", "torch_rng"}
 
@@ -66,12 +72,29 @@ def run_config(args):
 
 
 def claim(files, args):
-    """Make sure this run may write its files: refuse to replace another run's unless --resume or --overwrite."""
+    """Take this run's files for the life of the process: its lock (a second process is refused), then refuse to
+    replace another run's files unless --resume or --overwrite. Returns the held RunLock (a context manager)."""
     for path, flag in ((args.ckpt_dir, "--ckpt_dir"), (args.log_dir, "--log_dir")):
         check_writable(path, flag, is_folder=True)
+    name = run_name(args)
+    lock = RunLock(os.path.join(args.ckpt_dir, name), f"the run {name}", "choose another --ckpt_dir").acquire()
+    try:
+        for path in vars(files).values():
+            remove_stale_temps(path)  # of a writer of this run that died; we hold the run, so none is alive
+        _check_claim(files, args, name)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_claim(files, args, name):
     found = files.existing()
     if args.resume:
-        if found and not os.path.exists(files.state):
+        if not found:
+            raise DataError(f"--resume: no run {name} in --ckpt_dir {args.ckpt_dir} (no checkpoint, config or training "
+                            f"state); check --ckpt_dir and the flags that name the run, or start without --resume")
+        if not os.path.exists(files.state):
             raise DataError(f"{files.checkpoint}: --resume needs the training state {files.state}, which is missing; "
                             f"the run finished or never saved one. Use --overwrite to train it again, or another "
                             f"--ckpt_dir")
@@ -161,20 +184,29 @@ def summary_path(predictions):
 
 
 def evaluation_outputs(args, ckpt):
-    """(predictions JSONL, summary JSON) of `infe.py` for this checkpoint and split, claimed (claim_output)."""
+    """(predictions JSONL, summary JSON, held RunLock) of `infe.py` for this checkpoint and split (claim_output)."""
     tag = f".{'goldslot' if args.gold_slot else 'leakfree'}" if args.method == "drin" else ""
     predictions = args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}{tag}.predictions.jsonl"
-    claim_output(predictions, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
-                 also=[summary_path(predictions)])
-    return predictions, summary_path(predictions)
+    lock = claim_output(predictions, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
+                        also=[summary_path(predictions)])
+    return predictions, summary_path(predictions), lock
 
 
 def claim_output(path, overwrite, flag, what, also=()):
-    """An output file (and its companions `also`) never replaces an earlier one unless told --overwrite."""
-    existing = [p for p in (path, *also) if os.path.exists(p)]
-    if existing and not overwrite:
-        raise DataError(f"{existing[0]}: holds {what}; pass --overwrite to replace it, or {flag} <another file>")
+    """Take an output file (and its companions `also`) for the life of the process: its lock, then refuse to replace
+    an earlier one unless told --overwrite. Returns the held RunLock (a context manager)."""
     check_writable(path, flag)
+    lock = RunLock(path, f"the output {os.path.basename(path)}", f"pass {flag} <another file>").acquire()
+    try:
+        existing = [p for p in (path, *also) if os.path.exists(p)]
+        if existing and not overwrite:
+            raise DataError(f"{existing[0]}: holds {what}; pass --overwrite to replace it, or {flag} <another file>")
+        for target in (path, *also):
+            remove_stale_temps(target)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 # ----------------------------------------------------------------------------- the config beside a checkpoint
@@ -186,10 +218,19 @@ def checkpoint_config(checkpoint):
         return {}
     try:
         with open(config_file, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as error:
+            config = json.load(f)
+    except (OSError, ValueError, RecursionError) as error:
         raise DataError(f"{config_file}: cannot read the checkpoint's config ({error}); delete it to load the "
                         f"checkpoint without it") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{config_file}: the checkpoint's config is a JSON {type(config).__name__}, not an object of "
+                        f"flags; delete it to load the checkpoint without it")
+    for key, kind in CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
+            raise DataError(f"{config_file}: key {key!r} is {json.dumps(value)}, not {CONFIG_KIND[kind]}; write the "
+                            f"value main.py wrote, or delete the file to load the checkpoint without it")
+    return config
 
 
 def check_checkpoint_config(checkpoint, args):
@@ -210,9 +251,16 @@ def check_checkpoint_config(checkpoint, args):
 
 
 def stored_nil_threshold(checkpoint):
-    """The NIL threshold main.py --nil_threshold dev chose and stored in the checkpoint's config."""
+    """The NIL threshold main.py --nil_threshold dev chose and stored in the checkpoint's config (None: NIL never
+    helped on dev)."""
     config = checkpoint_config(checkpoint)
+    config_file = f"{os.path.splitext(checkpoint)[0]}.json"
     if "chosen_nil_threshold" not in config:
-        raise DataError(f"{os.path.splitext(checkpoint)[0]}.json: no NIL threshold stored; train with `python main.py "
-                        f"--keep_nil --nil_threshold dev`, or pass --nil_threshold dev / a number")
-    return config["chosen_nil_threshold"]
+        raise DataError(f"{config_file}: no NIL threshold stored; train with `python main.py --keep_nil "
+                        f"--nil_threshold dev`, or pass --nil_threshold dev / a number")
+    value = config["chosen_nil_threshold"]
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value)):
+        raise DataError(f"{config_file}: key 'chosen_nil_threshold' is {json.dumps(value)}, not a finite number or "
+                        f"null; pass --nil_threshold dev / a number, or choose it again with main.py")
+    return value

@@ -7,18 +7,22 @@ from mel.io.atomic import write_lines
 
 
 class MetricsLog:
-    """Rows of JSON appended as training goes; a resumed run first drops the rows logged after its saved state.
+    """Rows of JSON appended as training goes. A training state records how many rows the log held when it was saved
+    (`rows`), and a resumed run first cuts the log back to them (`truncate`): the resumed log equals an uninterrupted
+    one, wherever the crash came.
 
     With a tracker (start_tracker) every row's numbers also go to TensorBoard / Weights & Biases at its step.
     """
 
     def __init__(self, path, tracker=None):
-        self.path, self.tracker = path, tracker
+        self.path, self.tracker, self.rows = path, tracker, 0
 
     def append(self, row):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        line = json.dumps(row, allow_nan=False)  # NaN is not JSON: refused before the file is touched
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, allow_nan=False) + "\n")
+            f.write(line + "\n")
+        self.rows += 1
         if self.tracker is not None:
             values = {k: v for k, v in row.items() if k not in ("step", "time") and isinstance(v, (int, float))
                       and not isinstance(v, bool)}
@@ -28,12 +32,14 @@ class MetricsLog:
         if self.tracker is not None:
             self.tracker.end_training()
 
-    def keep_until(self, step):
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, encoding="utf-8") as f:
-            rows = [line.rstrip("\n") for line in f if line.strip()]
-        write_lines(self.path, [row for row in rows if json.loads(row).get("step", 0) <= step])
+    def truncate(self, rows):
+        """Keep the first `rows` rows (those logged before the training state being resumed was saved)."""
+        kept = []
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                kept = [line.rstrip("\n") for line in f if line.strip()][:rows]
+        write_lines(self.path, kept)
+        self.rows = len(kept)
 
 
 def check_tracker(report_to):

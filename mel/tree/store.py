@@ -27,8 +27,12 @@ SHOWN = 20  # non-round-tripping names printed; the full list goes to a TSV repo
 # ----------------------------------------------------------------------------- names and discovery
 
 def read_entity_names(path):
+    """The knowledge base's names, one per line; an empty knowledge base is an error."""
     with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+        names = [line.rstrip("\r\n") for line in f if line.strip()]
+    if not names:
+        raise DataError(f"{path}: holds no entity name; the knowledge base needs one name per line")
+    return names
 
 
 def default_tree_path(dataset_dir, tokenizer):

@@ -138,3 +138,13 @@ def test_a_candidate_outside_the_knowledge_base_is_refused(trained, tmp_path):
                                   "candidates": ["Mercury (planet)", "Mercury Marine"]}) + "\n")
     message = str(pytest.raises(SystemExit, link.main, common + ["--input", str(source)]).value)
     assert f"{source}, line 1: candidate 'Mercury Marine' is not an entity of the knowledge base" in message
+
+
+def test_an_image_whose_encoder_cannot_load_names_the_line_and_the_flag(trained, tmp_path):
+    out, common, data = trained
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "Jordan won.", "mention": "Jordan", "image": "photo.jpg"}) + "\n")
+    message = str(pytest.raises(SystemExit, link.main,
+                                common + ["--input", str(source), "--clip_model", "no/such/clip/model"]).value)
+    assert f"{source}, line 1: `image` needs --clip_model" in message and "'no/such/clip/model'" in message
+    assert "\n" not in message

@@ -158,7 +158,7 @@ class ClipEncoder:
         self.torch, self.device, self.name = torch, device, name
         try:
             self._load(name, device)
-        except OSError as error:  # not a local folder, and the hub cannot be reached (or has no such model)
+        except (OSError, ValueError) as error:  # no local folder, and the hub cannot be reached or has no such model
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise DataError(f"--clip_model {name!r}: cannot load it ({first}); give a local model folder or a hub id "
                             f"reachable from here") from None

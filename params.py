@@ -319,6 +319,13 @@ def parse_placement(device_map, max_memory, parser):
 
 # ----------------------------------------------------------------------------- DRIN
 
+# What each DRIN protocol sets (mel/drin/run.py reads these, not the protocol's name).
+PROTOCOLS = {
+    "leak_free": {"gold_slot": False, "best_dev": True, "ties": "miss", "mention_mean": "listed"},
+    "original": {"gold_slot": True, "best_dev": False, "ties": "hit", "mention_mean": "all"},
+}
+
+
 def add_drin_flags(parser):
     g = parser.add_argument_group("DRIN model")
     g.add_argument("--hidden", type=int, default=768, help="vertex width d (the original: 768)")
@@ -327,10 +334,16 @@ def add_drin_flags(parser):
                    help="edges switched on (the original's gcn_edge_enabled); `tt` alone cuts the image vertices off")
     g.add_argument("--edge_type", default="dynamic", choices=("dynamic", "static"),
                    help="dynamic: edges recomputed at every layer; static: the initial similarities throughout")
-    add_switches(g, [("vector_edges", False, "vector edges (the original's gcn_edge_feature=vector)"),
-                     ("gold_slot", False, "the original's candidate handling: the gold entity appended to every "
-                                          "list as an extra slot, left out of the loss and the metrics but seen by "
-                                          "the mention vertices (a leak at test time); default: leak-free")])
+    add_switches(g, [("vector_edges", False, "vector edges (the original's gcn_edge_feature=vector)")])
+    g.add_argument("--protocol", default="leak_free", choices=PROTOCOLS,
+                   help="leak_free: each mention sees only its own candidates, the model with the best dev Hits@1 is "
+                        "kept, ties count against the gold (what linking new text gets); original: everything the "
+                        "released code does (the gold appended to every list as an extra slot that the mention "
+                        "vertices' mean over all slots sees, at test time too; the last model; ties as hits; Hits "
+                        "also over the mentions whose gold is listed, the WikiDiverse correction)")
+    g.add_argument("--loss", default="released", choices=("released", "per_mention"),
+                   help="released: the released TripletLoss (each mention's gold against every candidate of the "
+                        "batch); per_mention: against its own candidates only")
     g = parser.add_argument_group("DRIN training")
     g.add_argument("--max_candidates", type=int, default=None, help="use only the first N candidates of each list")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -340,13 +353,13 @@ def add_drin_flags(parser):
     g.add_argument("--reset_optimizer_every", type=int, default=10,
                    help="reset Adam's state every N epochs, as the original's 10-epoch rounds did (0: never)")
     g.add_argument("--random_seed", type=int, default=0, help="seed of torch and the data order (the original: 0)")
-    add_switches(g, [("best_dev", True, "keep the model with the best dev Hits@1 (the original kept the last)")])
     g = parser.add_argument_group("DRIN evaluation")
     g.add_argument("--eval_bs", type=int, default=256, help="mentions per scoring batch")
     g.add_argument("--hits", default=",".join(map(str, DRIN_HITS)), help="k of Hits@k")
 
 
 def check_drin_args(args, parser):
+    vars(args).update(PROTOCOLS[args.protocol])
     chosen = [e.strip() for e in args.edges.split(",") if e.strip()]
     if not chosen or set(chosen) - set(EDGES):
         parser.error(f"--edges takes a comma-separated subset of {','.join(EDGES)}, got {args.edges!r}")

@@ -28,7 +28,7 @@ sys.path.insert(0, REPO)
 sys.path.append(os.path.join(REPO, "bench"))  # rss.py; the repository root stays first
 
 from mel.drin.data import DrinSplit, EntityTable, make_batch  # noqa: E402
-from mel.drin.model import DRIN, triplet_loss  # noqa: E402
+from mel.drin.model import DRIN, released_triplet_loss  # noqa: E402
 from mel.io.atomic import write_json  # noqa: E402
 from rss import peak_rss_since_reset, reset_peak_rss  # noqa: E402
 
@@ -68,7 +68,7 @@ def train_pass(model, optimizer, split, entities, batch_size, device):
     for start in range(0, len(split.examples), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(split.examples)))
         batch = make_batch(split, entities, idx).to(device)
-        loss = triplet_loss(model(batch)[:, :split.scored], split.gold[idx].to(device), batch.mask[:, :split.scored])
+        loss = released_triplet_loss(model(batch)[:, :split.scored], split.gold[idx].to(device), batch.mask[:, :split.scored])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from mel.drin.data import DrinSplit, EntityTable, make_batch, resolve_slots
-from mel.drin.model import DRIN, DrinBatch, GCNLayer, gold_ranks, initial_edges, triplet_loss
+from mel.drin.model import (DRIN, DrinBatch, GCNLayer, gold_ranks, initial_edges, per_mention_triplet_loss,
+                            released_triplet_loss)
 from mel.errors import DataError
 from mel.io.datasets import read_split
 
@@ -124,12 +125,76 @@ def test_switched_off_edges_cut_the_image_vertices_off():
     assert not torch.allclose(full(b), full(random_batch()))
 
 
-def test_triplet_loss_by_hand():
+def test_per_mention_triplet_loss_by_hand():
     scores = torch.tensor([[0.5, 0.2, 0.9], [0.1, -0.5, 0.7]])
     gold = torch.tensor([0, -1])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     # row 0: (0.25 + 0 + 0.65) / 3; row 1, gold not listed (s_gold = 0), padded slot out: (0.35 + 0) / 2
-    assert triplet_loss(scores, gold, mask).item() == pytest.approx((0.3 + 0.175) / 2, abs=1e-6)
+    assert per_mention_triplet_loss(scores, gold, mask).item() == pytest.approx((0.3 + 0.175) / 2, abs=1e-6)
+
+
+def test_released_triplet_loss_by_hand():
+    """Each mention's gold against every candidate of the batch (DRIN.md 4), padded slots out of the mean."""
+    scores = torch.tensor([[0.5, 0.2, 0.9], [0.1, -0.5, 0.7]])
+    gold = torch.tensor([0, -1])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    # mention 0 (g = 0.5), over the 5 real slots: 0.25 + 0 + 0.65 + 0 + 0 = 0.9; mention 1 (g = 0, not listed):
+    # 0.75 + 0.45 + 1.15 + 0.35 + 0 = 2.7
+    assert released_triplet_loss(scores, gold, mask).item() == pytest.approx((0.9 / 5 + 2.7 / 5) / 2, abs=1e-6)
+
+
+def released_code_loss(y_true, y_pred, margin=0.25):
+    """The released TripletLoss (starreeze/drin common/utils.py), line for line: the reference."""
+    y_pred = -y_pred
+    positive_val = torch.sum(y_pred * y_true, dim=-1)
+    loss = 0.0
+    for i in range(y_true.shape[0]):
+        loss += torch.mean(torch.maximum(positive_val[i] - y_pred + margin, torch.tensor(0)))
+    return loss / y_true.shape[0]
+
+
+def test_released_triplet_loss_equals_the_released_code():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(6, 11, generator=g) * 2 - 1
+    gold = torch.tensor([0, 3, -1, 10, 5, -1])
+    labels = torch.zeros(6, 11)
+    labels[gold >= 0, gold[gold >= 0]] = 1  # a row of zeros where the gold is not listed
+    ours = released_triplet_loss(scores, gold, torch.ones(6, 11))
+    assert ours.item() == pytest.approx(released_code_loss(labels, scores).item(), abs=1e-6)
+    assert ours.item() != pytest.approx(per_mention_triplet_loss(scores, gold, torch.ones(6, 11)).item(), abs=1e-3)
+
+
+def test_original_hits_by_hand():
+    """Ties count as hits under the original protocol, as misses in leak_free; Hits over all mentions and over
+    those whose gold is listed (the WikiDiverse correction)."""
+    from mel.drin.run import ranking_summary
+
+    scores = torch.tensor([[0.9, 0.9, 0.1], [0.2, 0.8, 0.5], [0.3, 0.2, 0.1], [0.5, 0.4, 0.3]])
+    gold = torch.tensor([1, 2, 0, -1])  # a tie at the top, rank 2, rank 1, not listed
+    mask = torch.ones(4, 3).bool()
+    original = ranking_summary(gold_ranks(scores, gold, mask, ties="hit"), [1, 2])
+    assert original["hits@1"] == 50.0 and original["hits@1_listed"] == pytest.approx(200 / 3)
+    assert original["hits@2"] == 75.0 and original["mrr"] == pytest.approx((1 + 0.5 + 1) / 4)
+    leak_free = ranking_summary(gold_ranks(scores, gold, mask, ties="miss"), [1])
+    assert leak_free["hits@1"] == 25.0 and leak_free["gold_listed"] == 75.0
+
+
+def test_the_original_mention_mean_covers_every_slot():
+    """The released model's torch.mean over C: a padded slot (an empty entity) weighs in the mention's messages."""
+    layer = GCNLayer(2, vector_edges=False)
+    edge = torch.tensor([[1.0, 0.5, 0.25]])
+    neighbour = torch.tensor([[[2.0, 0.0], [0.0, 4.0], [8.0, 8.0]]])
+    listed = GCNLayer.message(edge, neighbour, torch.tensor([[1.0, 1.0, 0.0]]))
+    every = GCNLayer.message(edge, neighbour, torch.ones(1, 3))
+    torch.testing.assert_close(listed, torch.tensor([[1.0, 1.0]]))          # ([2, 0] + [0, 2]) / 2
+    torch.testing.assert_close(every, torch.tensor([[4.0 / 3, 4.0 / 3]]))   # ([2, 0] + [0, 2] + [2, 2]) / 3
+    torch.manual_seed(0)
+    b = random_batch(B=2, C=4)
+    b.mask[0, -1] = 0
+    listed_model, every_model = DRIN(6, 5, dim=8).eval(), DRIN(6, 5, dim=8, mention_mean="all").eval()
+    every_model.load_state_dict(listed_model.state_dict())
+    torch.testing.assert_close(every_model(b)[1], listed_model(b)[1])  # no padding: the same
+    assert not torch.allclose(every_model(b)[0], listed_model(b)[0])
 
 
 def test_gold_ranks_and_ties():
@@ -258,7 +323,7 @@ def test_train_then_evaluate_both_ways(drin_dataset, tmp_path):
     import main
 
     test = main.main(drin_flags(drin_dataset, tmp_path))
-    assert test["examples"] == 3 and test["candidate_handling"] == "leak-free"
+    assert test["examples"] == 3 and test["protocol"] == "leak_free"
     assert test["hits@1"] <= 100 * 2 / 3  # the third mention's gold is not among its candidates
     ckpt = tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.pt"
     assert ckpt.exists() and (tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.test.predictions.jsonl").exists()
@@ -267,13 +332,26 @@ def test_train_then_evaluate_both_ways(drin_dataset, tmp_path):
 
     again = infe.main(drin_flags(drin_dataset, tmp_path))
     assert again["hits@1"] == pytest.approx(test["hits@1"]) and again["mrr"] == pytest.approx(test["mrr"], abs=1e-6)
-    faithful = infe.main(drin_flags(drin_dataset, tmp_path, "--gold_slot", "--best_ckpt", str(ckpt)))
-    assert faithful["candidate_handling"] == "gold slot (original)"
+    faithful = infe.main(drin_flags(drin_dataset, tmp_path, "--protocol", "original", "--best_ckpt", str(ckpt)))
+    assert faithful["protocol"] == "original"
     assert faithful["hits@1_listed"] == pytest.approx(faithful["hits@1"] * 3 / 2)  # WikiDiverse's correction
+    assert (tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic.infe.test.original.predictions.jsonl").exists()
     with pytest.raises(SystemExit, match="earlier evaluation"):
         infe.main(drin_flags(drin_dataset, tmp_path))
     with pytest.raises(SystemExit, match="another run's results"):
         main.main(drin_flags(drin_dataset, tmp_path))
+
+
+def test_the_original_protocol_keeps_the_last_model(drin_dataset, tmp_path):
+    import main
+    import params
+
+    args = params.parse_args(drin_flags(drin_dataset, tmp_path, "--protocol", "original"))
+    assert (args.gold_slot, args.best_dev, args.ties, args.mention_mean, args.loss) == (True, False, "hit", "all",
+                                                                                         "released")
+    main.main(drin_flags(drin_dataset, tmp_path, "--protocol", "original"))
+    config = json.loads((tmp_path / "ckpt" / "drin_tiny_tt-ti-it-ii_dynamic_original.json").read_text())
+    assert config["best_epoch"] == 3 and config["protocol"] == "original"  # the last of 3 epochs, whatever dev says
 
 
 def test_resume_gives_the_same_model(drin_dataset, tmp_path, monkeypatch):

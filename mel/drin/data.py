@@ -1,9 +1,9 @@
 """A DRIN split as tensors: features read once, candidate lists resolved to entity rows, batches gathered by index.
 
-Candidate handling (--drin_gold_slot):
+Candidate handling (--protocol):
 - default, leak-free: a mention's slots are its candidates. At evaluation nothing else; in training a list that
   misses the gold has its last candidate replaced by the gold, so that every training mention has a positive.
-- --drin_gold_slot, the original's: the gold entity is appended to every list as an extra slot (also when it is
+- original, the released code's: the gold entity is appended to every list as an extra slot (also when it is
   listed already). The loss and the metrics leave that slot out, but the mention vertices' mean over candidates
   includes it, at test time too (DRIN.md quirk 1), so its figures may use the gold entity's features.
 """
@@ -175,14 +175,20 @@ def resolve_slots(lists, examples, entities, gold_slot, training, source):
 
 
 def make_batch(split, entities, idx):
-    """The DrinBatch of examples `idx`: every candidate slot of every mention, gathered in one go."""
+    """The DrinBatch of examples `idx`: every candidate slot of every mention, gathered in one go. A padded slot
+    (a list shorter than the longest) holds zero features: an empty entity."""
     idx = torch.as_tensor(idx, dtype=torch.long)
     slots = split.slots[idx]                 # (B, S)
-    rows = slots.clamp(min=0)
+    rows, mask = slots.clamp(min=0), (slots >= 0).float()
+
+    def gather(table):  # (E, ...) -> (B, S, ...), zero at padded slots
+        out = table[rows]
+        return out * mask.view(*mask.shape, *[1] * (out.dim() - 2))
+
     return DrinBatch(mention_text=split.text[idx], mention_image=split.image[idx],
                      mention_text_joint=split.text_joint[idx], mention_image_joint=split.image_joint[idx],
                      mention_objects=split.objects[idx], mention_object_scores=split.object_scores[idx],
-                     entity_text=entities.text[rows], entity_text_edge=entities.text_edge[rows],
-                     entity_image=entities.image[rows], entity_text_joint=entities.text_joint[rows],
-                     entity_image_joint=entities.image_joint[rows], entity_objects=entities.objects[rows],
-                     entity_object_scores=entities.object_scores[rows], mask=(slots >= 0).float())
+                     entity_text=gather(entities.text), entity_text_edge=gather(entities.text_edge),
+                     entity_image=gather(entities.image), entity_text_joint=gather(entities.text_joint),
+                     entity_image_joint=gather(entities.image_joint), entity_objects=gather(entities.objects),
+                     entity_object_scores=gather(entities.object_scores), mask=mask)

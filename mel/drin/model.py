@@ -102,7 +102,7 @@ class DRIN(nn.Module):
     """Scores (B, C): cos(mention text vertex, entity text vertex) after the GCN layers."""
 
     def __init__(self, dim_text, dim_image, dim=768, num_layers=2, edges=EDGES, edge_type="dynamic",
-                 vector_edges=False):
+                 vector_edges=False, mention_mean="listed"):
         super().__init__()
         unknown = set(edges) - set(EDGES)
         if unknown or edge_type not in ("dynamic", "static"):
@@ -115,6 +115,9 @@ class DRIN(nn.Module):
         self.register_buffer("edge_on", torch.tensor([e in edges for e in EDGES], dtype=torch.float32),
                              persistent=False)
         self.dim, self.dynamic, self.vector_edges = dim, edge_type == "dynamic", vector_edges
+        # a mention vertex's messages: the mean over its listed candidates, or over every slot ("all", the released
+        # code's torch.mean over C: padded slots and an appended gold slot included)
+        self.mention_mean = mention_mean
 
     def forward(self, batch):
         vertices = {"mt": self.mention_text(batch.mention_text),
@@ -125,6 +128,8 @@ class DRIN(nn.Module):
         if self.vector_edges:
             edges = {e: v.unsqueeze(-1).expand(-1, -1, self.dim) for e, v in edges.items()}
         mask = batch.mask.to(vertices["mt"].dtype)
+        if self.mention_mean == "all":
+            mask = torch.ones_like(mask)
         for layer in self.layers:
             # a switched-off edge is zero at every layer's input (the original's gcn_edge_enabled)
             edges = {e: edges[e] * self.edge_on[i] for i, e in enumerate(EDGES)}
@@ -132,15 +137,31 @@ class DRIN(nn.Module):
         return F.cosine_similarity(vertices["mt"].unsqueeze(1), vertices["et"], dim=-1)
 
 
-def triplet_loss(scores, gold, mask, margin=0.25):
-    """The original's TripletLoss: per mention the mean over its candidates c of max(0, s_c - s_gold + margin), the
-    gold's own term (= margin) included; a mention whose gold is not listed (gold -1) counts s_gold as 0.
-    scores, mask: (B, C) (the appended gold slot of --drin_gold_slot already dropped); gold: (B,) index or -1."""
+def gold_scores(scores, gold):
+    """(B,) the gold candidate's score per mention, 0 when its gold is not listed (gold -1: a label row of zeros)."""
+    return torch.where(gold >= 0, scores.gather(1, gold.clamp(min=0).unsqueeze(1)).squeeze(1),
+                       torch.zeros_like(scores[:, 0]))
+
+
+def released_triplet_loss(scores, gold, mask, margin=0.25):
+    """The released code's TripletLoss (common/utils.py): each mention's gold score g_i against every candidate of
+    every mention of the batch, (1/B) sum_i mean_{b,c} max(0, s_bc - g_i + margin).
+    scores, mask: (B, C) (an appended gold slot already dropped; padded slots, mask 0, left out of the mean);
+    gold: (B,) index or -1."""
     mask = mask.to(scores.dtype)
-    gold_score = torch.where(gold >= 0, scores.gather(1, gold.clamp(min=0).unsqueeze(1)).squeeze(1),
-                             torch.zeros_like(scores[:, 0]))
-    hinge = (scores - gold_score.unsqueeze(1) + margin).clamp(min=0) * mask
+    hinge = (scores.unsqueeze(0) - gold_scores(scores, gold)[:, None, None] + margin).clamp(min=0)  # (B_i, B, C)
+    return ((hinge * mask).sum((1, 2)) / mask.sum().clamp(min=1)).mean()
+
+
+def per_mention_triplet_loss(scores, gold, mask, margin=0.25):
+    """The usual triplet loss: per mention the mean over its own candidates c of max(0, s_c - g + margin), the gold's
+    own term (= margin) included; g = 0 when the gold is not listed."""
+    mask = mask.to(scores.dtype)
+    hinge = (scores - gold_scores(scores, gold).unsqueeze(1) + margin).clamp(min=0) * mask
     return (hinge.sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+LOSSES = {"released": released_triplet_loss, "per_mention": per_mention_triplet_loss}
 
 
 def gold_ranks(scores, gold, mask, ties="hit"):

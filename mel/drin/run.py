@@ -1,9 +1,10 @@
 """DRIN's two scripts: `python main.py --method drin` (train_drin) and `python infe.py --method drin` (evaluate_drin).
 
-Training follows the original (train.py): Adam at 1e-3, batch 64, the triplet loss with margin 0.25, 30 epochs,
-Adam's state reset every 10 epochs (the original built a new trainer per 10-epoch round). Unlike the original,
-the model with the best dev Hits@1 is kept (--no-best_dev keeps the last one, as the original reported), runs are
-checkpointed and resumable, and evaluation also reports MRR and per-mention ranked candidates.
+Training follows the original (train.py): Adam at 1e-3, batch 64, the released triplet loss with margin 0.25, 30
+epochs, Adam's state reset every 10 epochs (the original built a new trainer per 10-epoch round). --protocol
+original does everything else as the released code does (params.PROTOCOLS); the default leak_free keeps the model
+with the best dev Hits@1 and never shows a mention its gold. Runs are checkpointed and resumable, and evaluation also
+reports MRR and per-mention ranked candidates.
 """
 import logging
 import os
@@ -14,7 +15,7 @@ from tqdm import tqdm
 from transformers import set_seed
 
 from mel.drin.data import DrinSplit, EntityTable, make_batch
-from mel.drin.model import DRIN, gold_ranks, triplet_loss
+from mel.drin.model import DRIN, LOSSES, gold_ranks
 from mel.errors import DataError
 from mel.io.atomic import write_json, write_jsonl
 from mel.io.datasets import read_split
@@ -46,17 +47,9 @@ def evaluate_ranking(model, split, entities, args, device):
     scores = score(model, split, entities, args.eval_bs, device)[:, :split.scored]
     mask = split.slots[:, :split.scored] >= 0
     scores = scores.masked_fill(~mask, float("-inf"))
-    ranks = gold_ranks(scores, split.gold, mask, ties="hit" if args.gold_slot else "miss")
-    n, listed = len(ranks), int((ranks > 0).sum())
-    summary = {"split": split.name, "examples": n, "candidates": split.scored,
-               "candidate_handling": "gold slot (original)" if args.gold_slot else "leak-free",
-               "gold_listed": 100.0 * listed / max(n, 1)}
-    for k in args.hits:
-        hits = int(((ranks > 0) & (ranks <= k)).sum())
-        summary[f"hits@{k}"] = 100.0 * hits / max(n, 1)
-        summary[f"hits@{k}_listed"] = 100.0 * hits / max(listed, 1)
-    summary["mrr"] = float(torch.where(ranks > 0, 1.0 / ranks.clamp(min=1), torch.zeros(())).mean()) if n else 0.0
-    summary["examples_per_s"] = n / max(time.time() - start, 1e-9)
+    ranks = gold_ranks(scores, split.gold, mask, ties=args.ties)
+    summary = {"split": split.name, "examples": len(ranks), "candidates": split.scored, "protocol": args.protocol,
+               **ranking_summary(ranks, args.hits), "examples_per_s": len(ranks) / max(time.time() - start, 1e-9)}
     order = torch.argsort(scores, dim=1, descending=True, stable=True)
     records = []
     for i, ex in enumerate(split.examples):
@@ -68,11 +61,27 @@ def evaluate_ranking(model, split, entities, args, device):
     return summary, records
 
 
+def ranking_summary(ranks, ks):
+    """Hits@k in % over all mentions (a gold missing from the list is a miss) and over the mentions whose gold is
+    listed (`hits@k_listed`: the original's WikiDiverse correction, Hits / (1 - share of missing golds)), and MRR.
+    ranks: (N,) 1-based gold ranks, 0 for a gold not listed."""
+    n, listed = len(ranks), int((ranks > 0).sum())
+    summary = {"gold_listed": 100.0 * listed / max(n, 1)}
+    for k in ks:
+        hits = int(((ranks > 0) & (ranks <= k)).sum())
+        summary[f"hits@{k}"] = 100.0 * hits / max(n, 1)
+        summary[f"hits@{k}_listed"] = 100.0 * hits / max(listed, 1)
+    summary["mrr"] = float(torch.where(ranks > 0, 1.0 / ranks.clamp(min=1), torch.zeros(())).mean()) if n else 0.0
+    return summary
+
+
 def log_summary(summary):
     hits = "  ".join(f"H@{k.split('@')[1]} {v:.2f}" for k, v in summary.items()  # k past the list length = recall
                      if k.startswith("hits@") and not k.endswith("_listed") and int(k[5:]) <= summary["candidates"])
-    logger.info(f"{summary['split']}: {summary['examples']} mentions, {summary['candidate_handling']}: {hits}  "
-                f"MRR {summary['mrr']:.4f}  (gold listed for {summary['gold_listed']:.1f} %)")
+    listed = "  ".join(f"H@{k.split('@')[1].split('_')[0]} {v:.2f}" for k, v in summary.items()
+                       if k.startswith("hits@") and k.endswith("_listed") and int(k[5:-7]) <= summary["candidates"])
+    logger.info(f"{summary['split']}: {summary['examples']} mentions, {summary['protocol']}: {hits}  "
+                f"MRR {summary['mrr']:.4f}  (gold listed for {summary['gold_listed']:.1f} %; over those: {listed})")
 
 
 # ----------------------------------------------------------------------------- training
@@ -89,10 +98,11 @@ def load_data(args, splits, training):
     return entities, data
 
 
-def make_model(entities, config):
+def make_model(entities, config, mention_mean):
+    """DRIN with the architecture `config` records; `mention_mean` comes from the protocol it runs under."""
     return DRIN(entities.text.shape[1], entities.image.shape[-1], dim=config["hidden"],
                 num_layers=config["num_layers"], edges=config["edges"].split(","), edge_type=config["edge_type"],
-                vector_edges=config["vector_edges"])
+                vector_edges=config["vector_edges"], mention_mean=mention_mean)
 
 
 def train_drin(args):
@@ -106,7 +116,7 @@ def _train(args, files):
     device = pick_device(args.device)
     entities, data = load_data(args, ["train", "dev", "test"], training=True)
     config = runs.run_config(args)
-    model = make_model(entities, config).to(device)
+    model = make_model(entities, config, args.mention_mean).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None, "metrics_rows": 0}
     metrics = MetricsLog(files.metrics)
@@ -118,8 +128,9 @@ def _train(args, files):
     train_split = data["train"]
     params = sum(p.numel() for p in model.parameters())
     logger.info(f"DRIN on {args.dataset}: {len(train_split.examples)} training mentions x {train_split.slots.shape[1]} "
-                f"slots ({'gold slot, as the original' if args.gold_slot else 'leak-free'}), edges {args.edges} "
-                f"({args.edge_type}), {params:,} parameters, {args.train_epoch} epochs of batch {args.batch_size}")
+                f"slots (protocol {args.protocol}, {args.loss} loss), edges {args.edges} ({args.edge_type}), "
+                f"{params:,} parameters, {args.train_epoch} epochs of batch {args.batch_size}")
+    loss_of = LOSSES[args.loss]
     for epoch in range(progress["epoch"], args.train_epoch):
         if args.reset_optimizer_every and epoch and epoch % args.reset_optimizer_every == 0:
             optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -131,8 +142,7 @@ def _train(args, files):
             idx = order[start:start + args.batch_size]
             batch = make_batch(train_split, entities, idx).to(device)
             scores = model(batch)[:, :train_split.scored]
-            loss = triplet_loss(scores, train_split.gold[idx].to(device), batch.mask[:, :train_split.scored],
-                                args.margin)
+            loss = loss_of(scores, train_split.gold[idx].to(device), batch.mask[:, :train_split.scored], args.margin)
             if not torch.isfinite(loss):
                 raise DataError(f"training loss is {loss.item()} in epoch {epoch + 1}; check the feature files for "
                                 f"extreme values, or lower --lr")
@@ -188,7 +198,7 @@ def evaluate_drin(args):
 def _evaluate_into(args, ckpt, saved, out, summary_file):
     device = pick_device(args.device)
     entities, data = load_data(args, [args.split], training=False)
-    model = make_model(entities, saved["architecture"]).to(device)
+    model = make_model(entities, saved["architecture"], args.mention_mean).to(device)
     load_model_checkpoint(model, ckpt, saved)
     summary, records = evaluate_ranking(model, data[args.split], entities, args, device)
     write_jsonl(out, records)

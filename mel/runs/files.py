@@ -38,8 +38,8 @@ def run_name(args):
     """The name of the run these flags describe (its files' common stem)."""
     if args.method == "drin":
         return (f"drin_{args.dataset}_{args.edges.replace(',', '-')}_{args.edge_type}"
-                f"{'_vector' if args.vector_edges else ''}{'_goldslot' if args.gold_slot else ''}"
-                f"{'' if args.best_dev else '_last'}")
+                f"{'_vector' if args.vector_edges else ''}{'_original' if args.protocol == 'original' else ''}"
+                f"{'_per_mention' if args.loss == 'per_mention' else ''}")
     return (f"{model_tag(args.model_name)}_{args.dataset}_linear_{args.visual_prefix_length}token_"
             f"{args.ICL_examples_num}examples")
 
@@ -185,7 +185,7 @@ def summary_path(predictions):
 
 def evaluation_outputs(args, ckpt):
     """(predictions JSONL, summary JSON, held RunLock) of `infe.py` for this checkpoint and split (claim_output)."""
-    tag = f".{'goldslot' if args.gold_slot else 'leakfree'}" if args.method == "drin" else ""
+    tag = f".{args.protocol}" if args.method == "drin" else ""
     predictions = args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}{tag}.predictions.jsonl"
     lock = claim_output(predictions, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
                         also=[summary_path(predictions)])

@@ -14,6 +14,7 @@ import sys
 
 from mel.drin.features import CAPTIONS_FILE
 from mel.drin.model import EDGES
+from mel.drin.preprocessed import SLOTS
 from mel.errors import exit_on_error
 from mel.images.clip import DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS
 from mel.models.registry import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET, preset
@@ -344,6 +345,10 @@ def add_drin_flags(parser):
     g.add_argument("--loss", default="released", choices=("released", "per_mention"),
                    help="released: the released TripletLoss (each mention's gold against every candidate of the "
                         "batch); per_mention: against its own candidates only")
+    g.add_argument("--preprocess_dir", default=None,
+                   help="read DRIN's preprocessed release as downloaded: the .npy files of <dir>/<dataset>/ "
+                        "(--dataset wikidiverse or wikimel), memory-mapped, instead of the dataset folder's features "
+                        "(docs/drin.md)")
     g = parser.add_argument_group("DRIN training")
     g.add_argument("--max_candidates", type=int, default=None, help="use only the first N candidates of each list")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -360,6 +365,16 @@ def add_drin_flags(parser):
 
 def check_drin_args(args, parser):
     vars(args).update(PROTOCOLS[args.protocol])
+    if args.preprocess_dir is not None:
+        if args.dataset not in SLOTS:
+            parser.error(f"--preprocess_dir holds DRIN's release of {' or '.join(SLOTS)}: give --dataset one of them, "
+                         f"got {args.dataset!r}")
+        args.dataset_dir = os.path.join(args.preprocess_dir, args.dataset)
+        if not os.path.isdir(args.dataset_dir):
+            parser.error(f"--preprocess_dir: {args.dataset_dir!r} does not exist; it must hold the release's "
+                         f"{args.dataset}/ folder of .npy files")
+        if args.max_candidates is not None:
+            parser.error("--max_candidates is for a dataset folder's candidate lists, not --preprocess_dir")
     chosen = [e.strip() for e in args.edges.split(",") if e.strip()]
     if not chosen or set(chosen) - set(EDGES):
         parser.error(f"--edges takes a comma-separated subset of {','.join(EDGES)}, got {args.edges!r}")
@@ -423,7 +438,8 @@ def parse_args(argv=None, script="train"):
     method = method_of(argv, script)
     parser = build_parser(script, method)
     args = parser.parse_args(argv)
-    args.dataset_dir = dataset_dir(args, parser)
+    if getattr(args, "preprocess_dir", None) is None:
+        args.dataset_dir = dataset_dir(args, parser)
     if getattr(args, "resume", False) and args.overwrite:
         parser.error("--resume continues a run and --overwrite replaces it: give one of them")
     METHOD_FLAGS[method][1](args, parser)

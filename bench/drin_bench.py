@@ -59,7 +59,7 @@ def synthetic(num_mentions, num_entities, gold_slot=True, seed=0):
     split = DrinSplit("bench", [{}] * num_mentions, r(num_mentions, DIM_TEXT), r(num_mentions, 1, DIM_IMAGE),
                       r(num_mentions, DIM_JOINT), r(num_mentions, DIM_JOINT), r(num_mentions, 3, DIM_IMAGE),
                       torch.rand(num_mentions, 3, generator=g), slots,
-                      torch.randint(0, CANDIDATES, (num_mentions,), generator=g), CANDIDATES)
+                      torch.randint(0, CANDIDATES, (num_mentions,), generator=g), CANDIDATES, entities)
     return entities, split
 
 
@@ -68,7 +68,8 @@ def train_pass(model, optimizer, split, entities, batch_size, device):
     for start in range(0, len(split.examples), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(split.examples)))
         batch = make_batch(split, entities, idx).to(device)
-        loss = released_triplet_loss(model(batch)[:, :split.scored], split.gold[idx].to(device), batch.mask[:, :split.scored])
+        loss = released_triplet_loss(model(batch)[:, :split.scored], split.gold[idx].to(device),
+                                     batch.mask[:, :split.scored])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

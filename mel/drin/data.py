@@ -123,6 +123,18 @@ class DrinSplit:
     slots: torch.Tensor        # (N, S) entity rows, -1 for padding; S = C (+ 1 with the gold slot)
     gold: torch.Tensor         # (N,) index of the gold among the first C slots, -1 when not listed
     scored: int                # C: the slots the loss and the metrics see
+    entities: EntityTable      # what the slots' rows index
+
+    @property
+    def dims(self):
+        """(text, image) widths of the features: what the network's input layers take."""
+        return self.entities.text.shape[1], self.entities.image.shape[-1]
+
+    def batch(self, idx):
+        return make_batch(self, self.entities, idx)
+
+    def entity_name(self, row):
+        return self.entities.names[row]
 
     @classmethod
     def load(cls, folder, dataset, split, examples, entities, gold_slot, training, max_candidates=None):
@@ -145,7 +157,7 @@ class DrinSplit:
         image = t["image"] if t["image"].dim() == 3 else t["image"].unsqueeze(1)
         objects, scores = _objects(arrays, image.mean(-2))
         return cls(split, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores, slots, gold,
-                   max(len(v) for v in lists.values()))
+                   max(len(v) for v in lists.values()), entities)
 
 
 def resolve_slots(lists, examples, entities, gold_slot, training, source):

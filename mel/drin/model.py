@@ -38,16 +38,22 @@ class DrinBatch:
     entity_objects: torch.Tensor         # (B, C, J, Do)
     entity_object_scores: torch.Tensor   # (B, C, J)
     mask: torch.Tensor                   # (B, C) 1 for a real candidate slot
+    edge_ti: torch.Tensor | None = None  # (B, C) the ti / it edges when given as such (the release's CLIP
+    edge_it: torch.Tensor | None = None  # similarities / 100) instead of computed from the *_joint features
 
     def to(self, device):
-        return DrinBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return DrinBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                            for f in fields(self)})
 
 
 def initial_edges(batch):
     """The four edges before the first layer, (B, C) each, as the original's EdgeEncoder and CLIP logits / 100."""
     tt = F.cosine_similarity(batch.mention_text.unsqueeze(1), batch.entity_text_edge, dim=-1)
-    ti = F.cosine_similarity(batch.mention_text_joint.unsqueeze(1), batch.entity_image_joint, dim=-1)
-    it = F.cosine_similarity(batch.mention_image_joint.unsqueeze(1), batch.entity_text_joint, dim=-1)
+    ti, it = batch.edge_ti, batch.edge_it
+    if ti is None:
+        ti = F.cosine_similarity(batch.mention_text_joint.unsqueeze(1), batch.entity_image_joint, dim=-1)
+    if it is None:
+        it = F.cosine_similarity(batch.mention_image_joint.unsqueeze(1), batch.entity_text_joint, dim=-1)
     # ii: detector-score-weighted mean cosine over (mention object i, entity object j) pairs
     cos = F.cosine_similarity(batch.mention_objects[:, None, :, None, :], batch.entity_objects[:, :, None, :, :],
                               dim=-1)                                                          # (B, C, K, J)

@@ -14,8 +14,9 @@ import torch
 from tqdm import tqdm
 from transformers import set_seed
 
-from mel.drin.data import DrinSplit, EntityTable, make_batch
+from mel.drin.data import DrinSplit, EntityTable
 from mel.drin.model import DRIN, LOSSES, gold_ranks
+from mel.drin.preprocessed import ReleasedSplit, load_wikimel_entities
 from mel.errors import DataError
 from mel.io.atomic import write_json, write_jsonl
 from mel.io.datasets import read_split
@@ -32,19 +33,19 @@ ARCHITECTURE = {"hidden": int, "num_layers": int, "edges": str, "edge_type": str
 # ----------------------------------------------------------------------------- scoring and metrics
 
 @torch.no_grad()
-def score(model, split, entities, batch_size, device):
+def score(model, split, batch_size, device):
     """(N, S) scores of every slot of every mention, batch by batch."""
     model.eval()
-    out = [model(make_batch(split, entities, range(i, min(i + batch_size, len(split.examples)))).to(device)).cpu()
+    out = [model(split.batch(range(i, min(i + batch_size, len(split.examples)))).to(device)).cpu()
            for i in range(0, len(split.examples), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, split.slots.shape[1])
 
 
-def evaluate_ranking(model, split, entities, args, device):
+def evaluate_ranking(model, split, args, device):
     """(summary, per-mention records): Hits@k and MRR over all mentions (a gold missing from the list is a miss),
     and over the mentions whose gold is listed (the original's WikiDiverse correction)."""
     start = time.time()
-    scores = score(model, split, entities, args.eval_bs, device)[:, :split.scored]
+    scores = score(model, split, args.eval_bs, device)[:, :split.scored]
     mask = split.slots[:, :split.scored] >= 0
     scores = scores.masked_fill(~mask, float("-inf"))
     ranks = gold_ranks(scores, split.gold, mask, ties=args.ties)
@@ -53,7 +54,7 @@ def evaluate_ranking(model, split, entities, args, device):
     order = torch.argsort(scores, dim=1, descending=True, stable=True)
     records = []
     for i, ex in enumerate(split.examples):
-        ranked = [{"name": entities.names[int(split.slots[i, j])], "score": round(float(scores[i, j]), 6)}
+        ranked = [{"name": split.entity_name(int(split.slots[i, j])), "score": round(float(scores[i, j]), 6)}
                   for j in order[i].tolist() if mask[i, j]]
         records.append({"line": ex["line"], "mention": ex["mention"], "target": ex["target"],
                         "prediction": ranked[0]["name"] if ranked else None,
@@ -87,6 +88,11 @@ def log_summary(summary):
 # ----------------------------------------------------------------------------- training
 
 def load_data(args, splits, training):
+    """{split: DrinSplit, or ReleasedSplit with --preprocess_dir}: each can gather the batches of its mentions."""
+    if args.preprocess_dir:
+        entities = load_wikimel_entities(args.dataset_dir) if args.dataset == "wikimel" else None
+        return {split: ReleasedSplit(args.dataset_dir, args.dataset, split, args.gold_slot,
+                                     training and split == "train", entities) for split in splits}
     entities = EntityTable.load(args.dataset_dir, args.dataset)
     data = {}
     for split in splits:
@@ -95,14 +101,14 @@ def load_data(args, splits, training):
             raise DataError(f"{args.dataset_dir}/{split}.json: no non-NIL examples")
         data[split] = DrinSplit.load(args.dataset_dir, args.dataset, split, examples, entities, args.gold_slot,
                                      training and split == "train", args.max_candidates)
-    return entities, data
+    return data
 
 
-def make_model(entities, config, mention_mean):
-    """DRIN with the architecture `config` records; `mention_mean` comes from the protocol it runs under."""
-    return DRIN(entities.text.shape[1], entities.image.shape[-1], dim=config["hidden"],
-                num_layers=config["num_layers"], edges=config["edges"].split(","), edge_type=config["edge_type"],
-                vector_edges=config["vector_edges"], mention_mean=mention_mean)
+def make_model(dims, config, mention_mean):
+    """DRIN for features of widths `dims` (text, image) with the architecture `config` records; `mention_mean` comes
+    from the protocol it runs under."""
+    return DRIN(*dims, dim=config["hidden"], num_layers=config["num_layers"], edges=config["edges"].split(","),
+                edge_type=config["edge_type"], vector_edges=config["vector_edges"], mention_mean=mention_mean)
 
 
 def train_drin(args):
@@ -114,9 +120,9 @@ def train_drin(args):
 def _train(args, files):
     set_seed(args.random_seed)
     device = pick_device(args.device)
-    entities, data = load_data(args, ["train", "dev", "test"], training=True)
+    data = load_data(args, ["train", "dev", "test"], training=True)
     config = runs.run_config(args)
-    model = make_model(entities, config, args.mention_mean).to(device)
+    model = make_model(data["train"].dims, config, args.mention_mean).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None, "metrics_rows": 0}
     metrics = MetricsLog(files.metrics)
@@ -140,7 +146,7 @@ def _train(args, files):
         total, count = 0.0, 0
         for start in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[start:start + args.batch_size]
-            batch = make_batch(train_split, entities, idx).to(device)
+            batch = train_split.batch(idx).to(device)
             scores = model(batch)[:, :train_split.scored]
             loss = loss_of(scores, train_split.gold[idx].to(device), batch.mask[:, :train_split.scored], args.margin)
             if not torch.isfinite(loss):
@@ -150,7 +156,7 @@ def _train(args, files):
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
-        dev, _ = evaluate_ranking(model, data["dev"], entities, args, device)
+        dev, _ = evaluate_ranking(model, data["dev"], args, device)
         row = {"step": epoch + 1, "epoch": epoch + 1, "train_loss": total / max(count, 1),
                "dev_hits@1": dev["hits@1"], "dev_mrr": dev["mrr"]}
         better = dev["hits@1"] >= progress["best"] or not args.best_dev
@@ -167,7 +173,7 @@ def _train(args, files):
     if args.train_epoch == 0 or progress["best_epoch"] is None:
         save_checkpoint_and_config(model, config, files, progress)
     load_model_checkpoint(model, files.checkpoint, read_model_checkpoint(files.checkpoint, ARCHITECTURE, "DRIN"))
-    test, records = evaluate_ranking(model, data["test"], entities, args, device)
+    test, records = evaluate_ranking(model, data["test"], args, device)
     write_jsonl(files.test_predictions, records)
     metrics.append({"step": progress["epoch"], "test": test, "checkpoint": files.checkpoint})
     metrics.close()
@@ -197,10 +203,10 @@ def evaluate_drin(args):
 
 def _evaluate_into(args, ckpt, saved, out, summary_file):
     device = pick_device(args.device)
-    entities, data = load_data(args, [args.split], training=False)
-    model = make_model(entities, saved["architecture"], args.mention_mean).to(device)
+    data = load_data(args, [args.split], training=False)
+    model = make_model(data[args.split].dims, saved["architecture"], args.mention_mean).to(device)
     load_model_checkpoint(model, ckpt, saved)
-    summary, records = evaluate_ranking(model, data[args.split], entities, args, device)
+    summary, records = evaluate_ranking(model, data[args.split], args, device)
     write_jsonl(out, records)
     write_json(summary_file, {"checkpoint": ckpt, **summary})
     log_summary(summary)

@@ -1,0 +1,116 @@
+"""The linkers side by side on one dataset's candidate lists: each method under each protocol, over several seeds.
+
+For every (method, protocol, seed) it runs the scripts as a user would, in a fresh process, into a temporary
+--ckpt_dir, and reads the test summary they write:
+  * the candidate rankers (drin): `python main.py --method M --protocol P --random_seed S`;
+  * GEMEL: `python main.py --random_seed S`, then `python infe.py --use_candidates` (leak_free) or
+    `python infe.py --use_candidates --candidates_with_gold` (original: the gold put into every list, as the
+    rankers' original protocol does).
+Prints test Hits@1/3/5 and MRR as mean ± standard deviation over the seeds, with the command of each row, and writes
+JSON to bench/results/linkers.json (or --out).
+
+    python bench/linkers.py --methods drin --seeds 0,1,2,3,4                 # the demo (after prepare.py drin)
+    python bench/linkers.py --methods gemel,drin --seeds 0,1,2 -- --dataset demo
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from mel.io.atomic import write_json  # noqa: E402
+
+RANKERS = ("drin",)
+PROTOCOLS = ("leak_free", "original")
+SHOWN = ("hits@1", "hits@3", "hits@5", "mrr")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="drin", help="comma-separated: gemel and/or " + ", ".join(RANKERS))
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated --random_seed values")
+    p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "linkers.json"))
+    p.add_argument("flags", nargs="*", help="flags for every script (after --), e.g. --dataset demo")
+    return p.parse_args(argv)
+
+
+def script(args, folder):
+    """Run `python <args>` writing under `folder`; the completed process (an error stops the benchmark)."""
+    command = [sys.executable, *args, "--ckpt_dir", os.path.join(folder, "ckpt"), "--log_dir",
+               os.path.join(folder, "log")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def ranker_summary(method, protocol, seed, flags, folder):
+    script(["main.py", "--method", method, "--protocol", protocol, "--random_seed", str(seed), *flags], folder)
+    log = [name for name in os.listdir(os.path.join(folder, "log")) if name.endswith(".metrics.jsonl")]
+    rows = [json.loads(line) for line in open(os.path.join(folder, "log", log[0]), encoding="utf-8")]
+    return rows[-1]["test"]
+
+
+def gemel_summaries(seed, flags, folder):
+    """{protocol: test summary} of one trained GEMEL checkpoint among the same candidates."""
+    script(["main.py", "--random_seed", str(seed), "--no-do_test", *flags], folder)
+    out = {}
+    for protocol, extra in (("leak_free", []), ("original", ["--candidates_with_gold"])):
+        predictions = os.path.join(folder, f"{protocol}.jsonl")
+        script(["infe.py", "--random_seed", str(seed), "--use_candidates", *extra, "--predictions_file",
+                predictions, *flags], folder)
+        summary = json.load(open(os.path.splitext(predictions)[0] + ".summary.json", encoding="utf-8"))
+        out[protocol] = {**summary, "hits@1": summary["accuracy"]}
+    return out
+
+
+def command_of(method, protocol, flags):
+    if method == "gemel":
+        gold = " --candidates_with_gold" if protocol == "original" else ""
+        return f"python main.py {' '.join(flags)}; python infe.py --use_candidates{gold} {' '.join(flags)}".strip()
+    return f"python main.py --method {method} --protocol {protocol} {' '.join(flags)}".strip()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = {(m, p): [] for m in methods for p in PROTOCOLS}
+    start = time.time()
+    for method in methods:
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as folder:
+                if method == "gemel":
+                    for protocol, summary in gemel_summaries(seed, args.flags, folder).items():
+                        runs[(method, protocol)].append(summary)
+                    continue
+                for protocol in PROTOCOLS:
+                    with tempfile.TemporaryDirectory(dir=folder) as sub:
+                        runs[(method, protocol)].append(ranker_summary(method, protocol, seed, args.flags, sub))
+            print(f"{method} seed {seed} done ({time.time() - start:.0f} s)", flush=True)
+    rows = []
+    for (method, protocol), summaries in runs.items():
+        row = {"method": method, "protocol": protocol, "seeds": seeds, "command": command_of(method, protocol,
+                                                                                            args.flags)}
+        for key in SHOWN:
+            values = [s.get(key) for s in summaries if s.get(key) is not None]
+            row[key] = {"mean": statistics.mean(values), "std": statistics.pstdev(values), "values": values}
+        rows.append(row)
+    print(f"\n{'method':<8} {'protocol':<10} " + " ".join(f"{k:>15}" for k in SHOWN) + "   command")
+    for row in rows:
+        cells = " ".join(f"{row[k]['mean']:>8.{3 if k == 'mrr' else 2}f} ± {row[k]['std']:<4.{3 if k == 'mrr' else 2}f}"
+                         for k in SHOWN)
+        print(f"{row['method']:<8} {row['protocol']:<10} {cells}   {row['command']}")
+    write_json(args.out, {"seeds": seeds, "flags": args.flags, "rows": rows, "seconds": time.time() - start})
+    print(f"\nwrote {args.out} ({time.time() - start:.0f} s)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -63,7 +63,8 @@ def write_wikimel(root, seed=0, entities=40):
         files["entity-name-raw"] = np.array([qids[j] for j in rng.integers(0, entities, n * c)])
         for stem, array in files.items():
             np.save(os.path.join(folder, f"{stem}_{split}.npy"), array)
-    np.save(os.path.join(folder, "entity-attr-feature.npy"), rng.standard_normal((entities, 64, 768)).astype(np.float32))
+    np.save(os.path.join(folder, "entity-attr-feature.npy"),
+            rng.standard_normal((entities, 64, 768)).astype(np.float32))
     np.save(os.path.join(folder, "entity-attr-mask.npy"),
             (np.arange(64)[None] < rng.integers(4, 20, entities)[:, None]).astype(np.int64))
     np.save(os.path.join(folder, "entity-image-feature_all.npy"), rng.random((entities, 1, 2048)).astype(np.float32))

@@ -181,7 +181,6 @@ def test_original_hits_by_hand():
 
 def test_the_original_mention_mean_covers_every_slot():
     """The released model's torch.mean over C: a padded slot (an empty entity) weighs in the mention's messages."""
-    layer = GCNLayer(2, vector_edges=False)
     edge = torch.tensor([[1.0, 0.5, 0.25]])
     neighbour = torch.tensor([[[2.0, 0.0], [0.0, 4.0], [8.0, 8.0]]])
     listed = GCNLayer.message(edge, neighbour, torch.tensor([[1.0, 1.0, 0.0]]))

@@ -33,7 +33,7 @@ def test_a_wikidiverse_batch_is_computed_from_the_files(release):
     assert split.gold.tolist() == [a if a < 10 else -1 for a in answer]  # answer 10: the gold is not listed
     batch = split.batch([4, 1])
     text = np.load(os.path.join(folder, "mention-text-feature_valid.npy"))
-    start, end = np.load(os.path.join(folder, "start-pos_valid.npy")), np.load(os.path.join(folder, "end-pos_valid.npy"))
+    start, end = (np.load(os.path.join(folder, f"{k}-pos_valid.npy")) for k in ("start", "end"))
     for row, i in enumerate([4, 1]):  # the span's token states, shifted by one for [CLS]
         np.testing.assert_allclose(batch.mention_text[row].numpy(), text[i, start[i] + 1:end[i] + 1].mean(0),
                                    rtol=1e-5, atol=1e-6)

@@ -24,6 +24,14 @@ from tiny import DEV, ENTITIES, GGUF_FILE, TEST, TRAIN, tiny_opt, write_split  #
 CLIP_SIZE = 32  # input resolution of the tiny CLIP
 
 @pytest.fixture(scope="session", autouse=True)
+def project_logging():
+    """The project's log messages on stdout, as the scripts set them up, for tests that call library functions."""
+    from mel.runs.logs import setup_logging
+
+    setup_logging(main_process=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def gemel_cache(tmp_path_factory):
     """GEMEL_CACHE for the whole session: one temporary folder shared by all tests, so SmolLM2 is converted from its
     GGUF (~15 s) at most once per session and never into the user's ~/.cache/gemel (loading.default_cache_root)."""

@@ -3,6 +3,7 @@ tmp_path, converted line by line."""
 import hashlib
 import json
 import os
+import re
 
 import pytest
 
@@ -128,19 +129,24 @@ def test_wikidiverse_converts_line_by_line(tmp_path, capsys):
                                                                                    ["Michael Jordan"]]
     names = ["AC/DC", "Air Jordan", "Jordan", "Michael Jordan", "Paris", "Paris Hilton", "Zurich (band)", "Zürich"]
     assert (out / "entities.txt").read_text(encoding="utf-8").splitlines() == names
-    assert read_jsonl(out / "entities.jsonl") == [
-        {"name": "AC/DC", "description": "Rock band.", "image": None},
-        {"name": "Air Jordan", "description": "", "image": None},
-        {"name": "Jordan", "description": "Country in West Asia.", "image": None},
+    blank = "default.jpg"  # the original's blank default image, for an entity without one
+    assert read_jsonl(out / "entities.jsonl") == [  # text: the raw title (underscores kept) + ": " + brief
+        {"name": "AC/DC", "description": "Rock band.", "image": blank, "text": "AC/DC: Rock band."},
+        {"name": "Air Jordan", "description": "", "image": blank, "text": "Air_Jordan"},
+        {"name": "Jordan", "description": "Country in West Asia.", "image": blank,
+         "text": "Jordan: Country in West Asia."},
         {"name": "Michael Jordan", "description": "American basketball player.",
-         "image": key("Jordan%20dunk.JPEG", ".JPEG")},
-        {"name": "Paris", "description": "Capital of France.", "image": None},
-        {"name": "Paris Hilton", "description": "American media personality.", "image": None},
-        {"name": "Zurich (band)", "description": "", "image": None},
-        {"name": "Zürich", "description": "Largest city of Switzerland.", "image": key("Zurich_flag.png", ".png")},
+         "image": key("Jordan%20dunk.JPEG", ".JPEG"), "text": "Michael_Jordan: American basketball player."},
+        {"name": "Paris", "description": "Capital of France.", "image": blank, "text": "Paris: Capital of France."},
+        {"name": "Paris Hilton", "description": "American media personality.", "image": blank,
+         "text": "Paris_Hilton: American media personality."},
+        {"name": "Zurich (band)", "description": "", "image": blank, "text": "Zurich_(band)"},
+        {"name": "Zürich", "description": "Largest city of Switzerland.", "image": key("Zurich_flag.png", ".png"),
+         "text": "Zürich: Largest city of Switzerland."},
     ]
     listed = dict(read_image_list(str(out / "image_list.tsv")))
-    assert set(listed) == {key(f, e) for f, e in WD_ON_DISK}  # every referenced image found; the missing one not
+    # every referenced image found (the missing mention photo is not), and the blank default image written
+    assert set(listed) == {key(f, e) for f, e in WD_ON_DISK} | {blank} and (out / blank).exists()
     assert all(os.path.isfile(p) and os.path.isabs(p) for p in listed.values())
     assert summary["splits"]["train"] == {"raw": 3, "mentions": 2, "dropped_no_candidates": 1,
                                           "gold_in_candidates": round(1 / 3, 4)}
@@ -162,18 +168,30 @@ def test_wikidiverse_output_is_read_by_the_project(tmp_path):
     assert kb == set((out / "entities.txt").read_text(encoding="utf-8").splitlines())
 
 
-def test_wikidiverse_malformed_record_names_file_and_record(tmp_path):
+def test_wikidiverse_records_it_cannot_use_are_skipped_counted_and_named(tmp_path, capsys):
     raw = make_wikidiverse(tmp_path / "raw")
-    records = WD_SPLITS["valid"] + [wd_record("Short.", UPLOAD + "a.jpg", WIKI + "Paris", [WIKI + "Paris"], 0, 5)]
+    records = WD_SPLITS["valid"] + [wd_record("Short.", UPLOAD + "a.jpg", WIKI + "Paris", [WIKI + "Paris"], 0, 5),
+                                    ["too", "short"]]
     records[2][10] = 99  # span end past the text
-    path = raw / "candidates" / "valid_w_10cands.json"
-    write_json(str(path), records)
-    with pytest.raises(DataError, match=r"valid_w_10cands\.json, record 2 \(0-based\): span"):
-        convert_wikidiverse(str(raw), str(tmp_path / "out"))
-    write_json(str(path), [["too", "short"]])
-    with pytest.raises(DataError, match=r"valid_w_10cands\.json, record 0 \(0-based\)"):
-        convert_wikidiverse(str(raw), str(tmp_path / "out"))
-    assert not (tmp_path / "out").exists()  # nothing written before everything was read
+    write_json(str(raw / "candidates" / "valid_w_10cands.json"), records)
+    summary = convert_wikidiverse(str(raw), str(tmp_path / "out"))
+    assert summary["skipped_records"] == 2 and len(read_jsonl(tmp_path / "out" / "dev.json")) == 2
+    assert "valid_w_10cands.json, record 2 (0-based): span" in summary["skipped_first"][0]
+    assert "2 record(s) could not be used and were skipped" in capsys.readouterr().out
+
+
+def test_wikidiverse_nil_golds_and_duplicate_candidates_as_the_original(tmp_path):
+    """Every spelling of a gold the original finds in no list is no entity (NIL); duplicates stay in the lists."""
+    raw = make_wikidiverse(tmp_path / "raw")
+    records = [wd_record("Paris was busy.", UPLOAD + "Hilton.png", gold, [WIKI + "Paris", WIKI + "Paris"], 0, 5)
+               for gold in ("", WIKI + "nil", WIKI + "NIL", PAD, WIKI + "Paris")]
+    write_json(str(raw / "candidates" / "valid_w_10cands.json"), records)
+    convert_wikidiverse(str(raw), str(tmp_path / "out"))
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "dev.json")]
+    assert [r["golden"] for r in rows] == ["NIL", "NIL", "NIL", "NIL", "Paris"]
+    assert read_jsonl(tmp_path / "out" / "candidates.dev.jsonl")[4]["candidates"] == ["Paris", "Paris"]
+    names = (tmp_path / "out" / "entities.txt").read_text(encoding="utf-8").splitlines()
+    assert "nil" not in names and "NIL" not in names
 
 
 def test_wikidiverse_bad_tsv_missing_file_and_overwrite(tmp_path):
@@ -256,13 +274,16 @@ def test_wikimel_converts_line_by_line(tmp_path, capsys):
          "golden": "Angela_Merkel", "img_url": "KVQAimgs/103"}]  # 104-0 has no candidate: left out
     assert read_jsonl(out / "candidates.test.jsonl") == [
         {"line": 1, "mention": "Tom Hanks", "candidates": ["Tom Hanks", "Berlin (Q64)"], "scores": [1.0, 0.5]}]
+    blank = "default.jpg"  # text: qid2ne's name + ". " + the abstract with "." written ";" (preprocess/bert.py)
     assert read_jsonl(out / "entities.jsonl") == [
-        {"name": "Angela Merkel", "description": "", "image": None},
+        {"name": "Angela Merkel", "description": "", "image": blank, "text": "Angela Merkel. "},
         {"name": "Barack Obama", "description": "44th president of the United States.",
-         "image": "cleaned-images/Q76"},
-        {"name": "Berlin (Q64)", "description": "Capital of Germany.", "image": "cleaned-images/Q64"},
-        {"name": "Berlin (Q649593)", "description": "A town in New Hampshire.", "image": None},
-        {"name": "Tom Hanks", "description": "American actor.", "image": None},
+         "image": "cleaned-images/Q76", "text": "Barack Obama. 44th president of the United States;"},
+        {"name": "Berlin (Q64)", "description": "Capital of Germany.", "image": "cleaned-images/Q64",
+         "text": "Berlin. Capital of Germany;"},
+        {"name": "Berlin (Q649593)", "description": "A town in New Hampshire.", "image": blank,
+         "text": "Berlin. A town in New Hampshire;"},
+        {"name": "Tom Hanks", "description": "American actor.", "image": blank, "text": "Tom Hanks. American actor;"},
     ]  # Q1 is referenced by no mention; Q999 is dropped
     assert (out / "entities.txt").read_text(encoding="utf-8").splitlines() == [
         "Angela Merkel", "Barack Obama", "Berlin (Q64)", "Berlin (Q649593)", "Tom Hanks"]
@@ -270,7 +291,8 @@ def test_wikimel_converts_line_by_line(tmp_path, capsys):
     assert listed == {"KVQAimgs/101": str(raw / "mentions" / "KVQAimgs" / "101"),
                       "KVQAimgs/102.jpg": str(raw / "mentions" / "KVQAimgs" / "102.jpg"),
                       "cleaned-images/Q76": str(raw / "entities" / "cleaned-images" / "Q76"),
-                      "cleaned-images/Q64": str(raw / "entities" / "cleaned-images" / "Q64")}
+                      "cleaned-images/Q64": str(raw / "entities" / "cleaned-images" / "Q64"),
+                      blank: str(out / blank)}
     assert summary["splits"]["train"] == {"raw": 3, "mentions": 3, "dropped_no_candidates": 0,
                                           "gold_in_candidates": round(2 / 3, 4), "mention_not_in_sentence": 1}
     assert summary["splits"]["dev"]["gold_in_candidates"] == 0.0
@@ -290,24 +312,33 @@ def test_wikimel_output_is_read_by_the_project(tmp_path):
         assert all(ex["target"] in kb for ex in examples)
 
 
-def test_wikimel_malformed_records_name_file_and_record(tmp_path):
+@pytest.mark.parametrize("record, reason", [
+    ({"sentence": "No answer here.", "mentions": "answer"}, r"WIKIMEL_test\.json, id '106-0': expected"),
+    ({"sentence": "Barack Obama.", "mentions": "Barack Obama", "answer": "Q76"},
+     r"candidates-answer\.tsv: no line for mention id '106-0'"),
+    ({"sentence": "Someone.", "mentions": "Someone", "answer": "Q404"},
+     r"WIKIMEL_test\.json, id '106-0': gold QID 'Q404' is not in .*qid2ne"),
+])
+def test_wikimel_records_it_cannot_use_are_skipped_and_named(tmp_path, record, reason):
     raw = make_wikimel(tmp_path / "raw")
-    records = dict(WM_SPLITS["test"], **{"106-0": {"sentence": "No answer here.", "mentions": "answer"}})
-    write_json(str(raw / "mentions" / "WIKIMEL_test.json"), records)
-    with pytest.raises(DataError, match=r"WIKIMEL_test\.json, id '106-0': expected"):
-        convert_wikimel(str(raw), str(tmp_path / "out"))
-    records["106-0"]["answer"] = "Q76"
-    write_json(str(raw / "mentions" / "WIKIMEL_test.json"), records)
-    with pytest.raises(DataError, match=r"candidates-answer\.tsv: no line for mention id '106-0'"):
-        convert_wikimel(str(raw), str(tmp_path / "out"))
-    records["106-0"]["answer"] = "Q404"
-    write_json(str(raw / "mentions" / "WIKIMEL_test.json"), records)
-    with pytest.raises(DataError, match=r"WIKIMEL_test\.json, id '106-0': gold QID 'Q404' is not in .*qid2ne"):
-        convert_wikimel(str(raw), str(tmp_path / "out"))
+    write_json(str(raw / "mentions" / "WIKIMEL_test.json"), dict(WM_SPLITS["test"], **{"106-0": record}))
+    summary = convert_wikimel(str(raw), str(tmp_path / "out"))
+    assert summary["skipped_records"] == 1 and re.search(reason, summary["skipped_first"][0])
+    assert len(read_jsonl(tmp_path / "out" / "test.json")) == 1  # the usable record is converted
+
+
+def test_wikimel_unreadable_file_and_nil_gold(tmp_path):
+    raw = make_wikimel(tmp_path / "raw")
+    write_json(str(raw / "mentions" / "WIKIMEL_test.json"),
+               dict(WM_SPLITS["test"], **{"107-0": {"sentence": "Nobody.", "mentions": "Nobody", "answer": "nil"}}))
+    (raw / "candidates" / "top100" / "candidates-answer.tsv").write_text("\n".join(WM_CANDIDATES + ["107-0\tQ76"])
+                                                                         + "\n", encoding="utf-8")
+    convert_wikimel(str(raw), str(tmp_path / "out"))
+    assert [r["golden"] for r in read_jsonl(tmp_path / "out" / "test.json")] == ["Tom_Hanks", "NIL"]
     (raw / "candidates" / "qid2ne.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(DataError, match=r"qid2ne\.json: not valid JSON"):
-        convert_wikimel(str(raw), str(tmp_path / "out"))
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match=r"qid2ne\.json: not valid JSON"):  # a whole file: fatal
+        convert_wikimel(str(raw), str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
 
 
 def test_command_line(tmp_path, capsys):

@@ -45,26 +45,31 @@ def entity_features_path(folder):
 # ----------------------------------------------------------------------------- inputs
 
 def read_entities(path):
-    """[{"name", "description", "image"}] of the knowledge base, checked line by line."""
+    """[{"name", "description", "image", "text"}] of the knowledge base, checked line by line; "text" (optional) is
+    the exact text to encode, as DRIN's release builds it (prepare.py drin_release writes it)."""
     if not os.path.exists(path):
         raise DataError(f"{path}: not found. DRIN needs the knowledge base's entities, one JSON object per line: "
                         f"{{\"name\": ..., \"description\": ..., \"image\": <image key or null>}} (see README, DRIN)")
     entities, seen = [], {}
     for number, row in read_jsonl_objects(path):
         name, description, image = row.get("name"), row.get("description", ""), row.get("image")
+        text = row.get("text")
         if not isinstance(name, str) or not name or not isinstance(description, str) \
-                or not (image is None or isinstance(image, str)):
+                or not (image is None or isinstance(image, str)) or not (text is None or isinstance(text, str)):
             raise DataError(f"{path}, line {number}: expected {{\"name\": non-empty string, \"description\": string, "
-                            f"\"image\": image key or null}}")
+                            f"\"image\": image key or null, optionally \"text\": string}}")
         if name in seen:
             raise DataError(f"{path}, line {number}: entity {name!r} is listed twice (first on line {seen[name]})")
         seen[name] = number
-        entities.append({"name": name, "description": description, "image": image or None})
+        entities.append({"name": name, "description": description, "image": image or None, "text": text})
     return entities
 
 
 def entity_text(entity):
-    """WikiDiverse's entity text: "name: brief", cut to 512 characters."""
+    """The text an entity is encoded from: its own "text" when given, else WikiDiverse's "name: brief", cut to 512
+    characters."""
+    if entity.get("text") is not None:
+        return entity["text"]
     text = f"{entity['name']}: {entity['description']}" if entity["description"] else entity["name"]
     return text[:ENTITY_TEXT_CHARS]
 

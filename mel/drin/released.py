@@ -52,14 +52,18 @@ import re
 from urllib.parse import unquote
 
 from mel.errors import DataError
-from mel.io.atomic import write_jsonl, write_lines
+from mel.io.atomic import atomic_path, write_jsonl, write_lines
 from mel.io.datasets import NIL
 
 logger = logging.getLogger(__name__)
 
 RAW_SPLITS = {"train": ("train",), "dev": ("valid", "val", "dev"), "test": ("test",)}  # the original's are "valid"
 NIL_PAD = "__nil__"
+NO_GOLD = {"", "nil", NIL_PAD}  # golds the original finds in no list (lower-cased): the mention links to nothing here
 IMAGE_LIST = "image_list.tsv"
+DEFAULT_IMAGE = "default.jpg"  # the original's blank default image, for entities whose image is missing
+ENTITY_TEXT_CHARS = 512
+SHOWN = 5  # skipped records named in the summary
 # the original keeps the extension only for these (.jpeg separately), and stores .svg files as .png
 _KEPT_SUFFIX = re.compile(r"\S+(?=\.(?:jpg|JPG|png|PNG|svg|SVG))|\S+(?=\.(?:jpeg|JPEG))")
 
@@ -160,12 +164,21 @@ def _candidate_rows(examples):
 
 
 def _write_dataset_folder(out_dir, splits, entities, image_paths):
-    """splits: {split: [example dicts with "candidates"]}; entities: sorted [{name, description, image}]."""
+    """splits: {split: [example dicts with "candidates"]}; entities: sorted [{name, description, image, text}]. An
+    entity without an image gets the blank default image, as the original's."""
     for split, examples in splits.items():
         write_jsonl(os.path.join(out_dir, f"{split}.json"), _example_rows(examples))
         write_jsonl(os.path.join(out_dir, f"candidates.{split}.jsonl"), _candidate_rows(examples))
     write_lines(os.path.join(out_dir, "entities.txt"), [e["name"] for e in entities])
-    write_jsonl(os.path.join(out_dir, "entities.jsonl"), entities)
+    if any(e["image"] is None for e in entities):
+        from PIL import Image
+
+        path = os.path.join(out_dir, DEFAULT_IMAGE)
+        with atomic_path(path) as tmp:
+            Image.new("RGB", (224, 224), (255, 255, 255)).save(tmp, format="JPEG")
+        image_paths = {**image_paths, DEFAULT_IMAGE: os.path.abspath(path)}
+    write_jsonl(os.path.join(out_dir, "entities.jsonl"), [{**e, "image": e["image"] or DEFAULT_IMAGE}
+                                                          for e in entities])
     write_lines(os.path.join(out_dir, IMAGE_LIST), [f"{k}\t{p}" for k, p in image_paths.items()])
 
 
@@ -194,7 +207,10 @@ def _summarize(name, out_dir, stats, entities, mention_keys, image_paths, extra)
                  if "mention_not_in_sentence" in s else ""))
     logger.info(f"  entities: {len(entities):,} ({summary['entities_without_description']:,} without a description, "
                 f"{summary['entity_images']['missing']:,} without an image file)"
-                + "".join(f", {k.replace('_', ' ')}: {v:,}" for k, v in extra.items()))
+                + "".join(f", {k.replace('_', ' ')}: {v:,}" for k, v in extra.items() if isinstance(v, int)))
+    if extra.get("skipped_records"):
+        logger.warning(f"{extra['skipped_records']:,} record(s) could not be used and were skipped, e.g.: "
+                       + " | ".join(extra["skipped_first"]))
     logger.info(f"  mention images: {summary['mention_images']['found']:,} found, {len(missing):,} missing"
                 + (f" (e.g. {missing[0]})" if missing else "")
                 + f"; {IMAGE_LIST}: {len(image_paths):,} images for `prepare.py clip --image_list`")
@@ -219,16 +235,33 @@ def _wikidiverse_mention(item, path, index):
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
         raise DataError(f"{where}: span [9]/[10] = {start!r}/{end!r} is not a character span of the text "
                         f"({len(text)} characters); fix or remove the record")
-    titles = list(dict.fromkeys(wikipedia_title(u) for u in urls if u != NIL_PAD))
-    gold_title = wikipedia_title(gold_url) if gold_url and gold_url != NIL_PAD else ""
+    titles = [wikipedia_title(u) for u in urls if u != NIL_PAD]  # duplicates kept, as the original keeps them
+    gold_title = wikipedia_title(gold_url) if gold_url else ""
+    if gold_title.strip().lower() in NO_GOLD:
+        gold_title = ""
     for title in titles + ([gold_title] if gold_title else []):
         if not clean_name(title):
             raise DataError(f"{where}: a URL of fields [6]/[7] names no Wikipedia title; fix or remove the record")
     target = clean_name(gold_title) if gold_title else NIL
     example = {"text": text, "mention": text[start:end], "target": target,
                "golden": target.replace(" ", "_"), "img_url": wikidiverse_image_key(image_url),
-               "mention_span": [start, end], "candidates": list(dict.fromkeys(clean_name(t) for t in titles))}
+               "mention_span": [start, end], "candidates": [clean_name(t) for t in titles]}
     return example, titles + ([gold_title] if gold_title else [])
+
+
+class Skipped:
+    """The records a conversion could not use: counted, the first few named, the conversion goes on."""
+
+    def __init__(self):
+        self.count, self.first = 0, []
+
+    def add(self, error):
+        self.count += 1
+        if len(self.first) < SHOWN:
+            self.first.append(str(error))
+
+    def summary(self):
+        return {"skipped_records": self.count, "skipped_first": self.first}
 
 
 def convert_wikidiverse(raw_dir, out_dir, overwrite=False):
@@ -239,6 +272,7 @@ def convert_wikidiverse(raw_dir, out_dir, overwrite=False):
     on_disk = set(_file_index(images).values())  # exact file names: keys carry their extension
     entity_urls = read_entity_images(os.path.join(raw_dir, "entities", "wikipedia_entity2imgs.tsv"))
     splits, stats, briefs, titles = {}, {}, {}, {}  # titles: name -> raw titles met (brief / image lookups)
+    skipped = Skipped()
     for split in RAW_SPLITS:
         path = _raw_split_path(os.path.join(raw_dir, "candidates", "{split}_w_10cands.json"), split)
         records = _load_json(path, list)
@@ -247,7 +281,11 @@ def convert_wikidiverse(raw_dir, out_dir, overwrite=False):
             briefs.setdefault(title, brief if isinstance(brief, str) else "")
         converted = []
         for index, item in enumerate(records):
-            example, met = _wikidiverse_mention(item, path, index)
+            try:
+                example, met = _wikidiverse_mention(item, path, index)
+            except DataError as error:
+                skipped.add(error)
+                continue
             for title in met:
                 titles.setdefault(clean_name(title), {})[title] = None
             converted.append(example)
@@ -256,15 +294,19 @@ def convert_wikidiverse(raw_dir, out_dir, overwrite=False):
     entities = []
     for name in sorted(titles):
         lookups = [*titles[name], name.replace(" ", "_")]
-        description = next((briefs[t] for t in lookups if briefs.get(t)), "")
+        brief_title = next((t for t in lookups if briefs.get(t)), None)
+        description = briefs[brief_title] if brief_title else ""
         urls = next((entity_urls[t] for t in lookups if t in entity_urls), [])
         image = next((k for k in map(wikidiverse_image_key, urls) if k in on_disk), None)
-        entities.append({"name": name, "description": description, "image": image})
+        # the original's text: the raw title (underscores kept) + ": " + brief, cut to 512; no brief: the title
+        raw_title = brief_title or next(iter(titles[name]))
+        text = (f"{raw_title}: {description}" if brief_title else raw_title)[:ENTITY_TEXT_CHARS]
+        entities.append({"name": name, "description": description, "image": image, "text": text})
     mention_keys = list(dict.fromkeys(ex["img_url"] for exs in splits.values() for ex in exs))
     used = mention_keys + [e["image"] for e in entities if e["image"]]
     image_paths = {k: os.path.abspath(os.path.join(images, k)) for k in dict.fromkeys(used) if k in on_disk}
     _write_dataset_folder(out_dir, splits, entities, image_paths)
-    return _summarize("wikidiverse", out_dir, stats, entities, mention_keys, image_paths, {})
+    return _summarize("wikidiverse", out_dir, stats, entities, mention_keys, image_paths, skipped.summary())
 
 
 # ----------------------------------------------------------------------------- WikiMEL
@@ -317,37 +359,48 @@ def convert_wikimel(raw_dir, out_dir, overwrite=False):
     mention_dir, entity_dir = (os.path.join(raw_dir, "mentions", "KVQAimgs"),
                                os.path.join(raw_dir, "entities", "cleaned-images"))
     mention_files, entity_files = _file_index(mention_dir), _file_index(entity_dir)
-    raw, stats, unknown = {}, {}, set()
+    raw, stats, unknown, skipped = {}, {}, set(), Skipped()
     for split in RAW_SPLITS:
         path = _raw_split_path(os.path.join(raw_dir, "mentions", "WIKIMEL_{split}.json"), split)
         rows = []
         for mention_id, info in _load_json(path, dict).items():
-            sentence, mention, answer = _wikimel_record(mention_id, info, path)
-            if answer not in qid2ne:
-                raise DataError(f"{path}, id {mention_id!r}: gold QID {answer!r} is not in {names_path}; add its "
-                                f"name there or remove the record")
-            if mention_id not in id2qids:
-                raise DataError(f"{cands_path}: no line for mention id {mention_id!r} of {path}; add its candidates")
-            qids = list(dict.fromkeys(id2qids[mention_id]))
+            try:
+                sentence, mention, answer = _wikimel_record(mention_id, info, path)
+                if answer.strip().lower() in NO_GOLD:
+                    answer = None  # the original finds it in no list
+                elif answer not in qid2ne:
+                    raise DataError(f"{path}, id {mention_id!r}: gold QID {answer!r} is not in {names_path}")
+                if mention_id not in id2qids:
+                    raise DataError(f"{cands_path}: no line for mention id {mention_id!r} of {path}")
+            except DataError as error:
+                skipped.add(error)
+                continue
+            qids = id2qids[mention_id]  # duplicates kept, as the original keeps them
             unknown.update(q for q in qids if q not in qid2ne)
             rows.append((mention_id, sentence, mention, answer, [q for q in qids if q in qid2ne]))
         raw[split] = rows
-    referenced = dict.fromkeys(q for rows in raw.values() for row in rows for q in [row[3], *row[4]])
+    referenced = dict.fromkeys(q for rows in raw.values() for row in rows for q in [row[3], *row[4]] if q)
     names = _wikimel_names(referenced, qid2ne, names_path)
     splits = {}
     for split, rows in raw.items():
         examples = []
         for mention_id, sentence, mention, answer, qids in rows:
             stem = mention_id.split("-")[0]
-            examples.append({"text": sentence, "mention": mention, "target": names[answer],
-                             "golden": names[answer].replace(" ", "_"),
+            target = names[answer] if answer else NIL
+            examples.append({"text": sentence, "mention": mention, "target": target,
+                             "golden": target.replace(" ", "_"),
                              "img_url": f"KVQAimgs/{mention_files.get(stem, stem)}",
                              "candidates": [names[q] for q in qids]})
         splits[split] = [ex for ex in examples if ex["candidates"]]
         stats[split] = {**_split_stats(examples),
                         "mention_not_in_sentence": sum(ex["mention"] not in ex["text"] for ex in splits[split])}
-    entities = sorted(({"name": names[q], "description": qid2abs[q] if isinstance(qid2abs.get(q), str) else "",
-                        "image": f"cleaned-images/{entity_files[q]}" if q in entity_files else None}
+    def abstract(qid):
+        return qid2abs[qid] if isinstance(qid2abs.get(qid), str) else ""
+
+    # the original's text: the name (qid2ne's, as given) + ". " + the abstract with "." written ";"
+    entities = sorted(({"name": names[q], "description": abstract(q),
+                        "image": f"cleaned-images/{entity_files[q]}" if q in entity_files else None,
+                        "text": f"{qid2ne[q]}. {abstract(q).replace('.', ';')}"}
                        for q in referenced), key=lambda e: e["name"])
     mention_keys = list(dict.fromkeys(ex["img_url"] for exs in splits.values() for ex in exs))
     folders = {"KVQAimgs": (mention_dir, set(mention_files.values())),
@@ -360,7 +413,8 @@ def convert_wikimel(raw_dir, out_dir, overwrite=False):
     shared = sum(n.endswith(f" ({q})") for q, n in names.items())
     _write_dataset_folder(out_dir, splits, entities, image_paths)
     return _summarize("wikimel", out_dir, stats, entities, mention_keys, image_paths,
-                      {"unknown_candidate_qids_dropped": len(unknown), "names_shared_by_qids": shared})
+                      {"unknown_candidate_qids_dropped": len(unknown), "names_shared_by_qids": shared,
+                       **skipped.summary()})
 
 
 def convert(source, raw_dir, out_dir, overwrite=False):

@@ -12,7 +12,7 @@ import dataclasses
 from transformers import set_seed
 
 import params
-from mel.drin.run import evaluate_drin
+from mel.drin.run import evaluate_ranker
 from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from mel.gemel.experiment import load_experiment
 from mel.io.atomic import write_json, write_jsonl
@@ -60,7 +60,7 @@ def evaluate_into(args, processes, ckpt, state, out, summary_file):
 
 
 def main(argv=None):
-    return params.run_script("evaluate", {"gemel": run, "drin": evaluate_drin}, argv)
+    return params.run_script("evaluate", {"gemel": run, **{m: evaluate_ranker for m in params.RANKERS}}, argv)
 
 
 if __name__ == "__main__":

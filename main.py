@@ -16,7 +16,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 import params
-from mel.drin.run import train_drin
+from mel.drin.run import train_ranker
 from mel.errors import DataError
 from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from mel.gemel.experiment import load_experiment
@@ -245,7 +245,7 @@ def train_and_test(args, processes, files):
 
 
 def main(argv=None):
-    return params.run_script("train", {"gemel": run, "drin": train_drin}, argv)
+    return params.run_script("train", {"gemel": run, **{m: train_ranker for m in params.RANKERS}}, argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,17 @@ from mel.runs.logs import project_logger, setup_logging
 
 logger = project_logger("params")
 
-METHODS = ("gemel", "drin")
+METHODS = ("gemel", "drin", "ghmfc", "melhi")
 DESCRIPTIONS = {
     ("train", "gemel"): "Train GEMEL's visual prefix projector on a frozen LM",
     ("evaluate", "gemel"): "Evaluate a GEMEL checkpoint",
     ("link", "gemel"): "Link mentions of new text with a GEMEL checkpoint",
     ("train", "drin"): "Train DRIN (candidate reranking with a dynamic relation graph)",
     ("evaluate", "drin"): "Evaluate a DRIN checkpoint",
+    ("train", "ghmfc"): "Train GHMFC (the baseline DRIN's repository ships)",
+    ("evaluate", "ghmfc"): "Evaluate a GHMFC checkpoint",
+    ("train", "melhi"): "Train MEL-HI (the baseline DRIN's repository ships)",
+    ("evaluate", "melhi"): "Evaluate a MEL-HI checkpoint",
 }
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -327,21 +331,29 @@ PROTOCOLS = {
 }
 
 
-def add_drin_flags(parser):
-    g = parser.add_argument_group("DRIN model")
-    g.add_argument("--hidden", type=int, default=768, help="vertex width d (the original: 768)")
-    g.add_argument("--num_layers", type=int, default=2, help="GCN layers")
-    g.add_argument("--edges", default=",".join(EDGES),
-                   help="edges switched on (the original's gcn_edge_enabled); `tt` alone cuts the image vertices off")
-    g.add_argument("--edge_type", default="dynamic", choices=("dynamic", "static"),
-                   help="dynamic: edges recomputed at every layer; static: the initial similarities throughout")
-    add_switches(g, [("vector_edges", False, "vector edges (the original's gcn_edge_feature=vector)")])
+RANKERS = ("drin", "ghmfc", "melhi")  # the candidate rankers: one data, training and evaluation path
+
+
+def add_ranker_flags(parser, method):
+    """The flags of DRIN and of the two baselines its repository ships: DRIN's model group for DRIN only."""
+    if method == "drin":
+        g = parser.add_argument_group("DRIN model")
+        g.add_argument("--hidden", type=int, default=768, help="vertex width d (the original: 768)")
+        g.add_argument("--num_layers", type=int, default=2, help="GCN layers")
+        g.add_argument("--edges", default=",".join(EDGES),
+                       help="edges switched on (the original's gcn_edge_enabled); `tt` alone cuts the image vertices "
+                            "off")
+        g.add_argument("--edge_type", default="dynamic", choices=("dynamic", "static"),
+                       help="dynamic: edges recomputed at every layer; static: the initial similarities throughout")
+        add_switches(g, [("vector_edges", False, "vector edges (the original's gcn_edge_feature=vector)")])
+    g = parser.add_argument_group("candidate ranking")
     g.add_argument("--protocol", default="leak_free", choices=PROTOCOLS,
                    help="leak_free: each mention sees only its own candidates, the model with the best dev Hits@1 is "
                         "kept, ties count against the gold (what linking new text gets); original: everything the "
-                        "released code does (the gold appended to every list as an extra slot that the mention "
-                        "vertices' mean over all slots sees, at test time too; the last model; ties as hits; Hits "
-                        "also over the mentions whose gold is listed, the WikiDiverse correction)")
+                        "released code does (the gold appended to every list as an extra slot that the mention's "
+                        "mean over all slots, and MEL-HI's image gate, see at test time too; the last model; ties as "
+                        "hits; Hits also over the mentions whose gold is listed, the WikiDiverse correction; MEL-HI's "
+                        "released LSTM read; a scoring batch of 64)")
     g.add_argument("--loss", default="released", choices=("released", "per_mention"),
                    help="released: the released TripletLoss (each mention's gold against every candidate of the "
                         "batch); per_mention: against its own candidates only")
@@ -349,8 +361,8 @@ def add_drin_flags(parser):
                    help="read DRIN's preprocessed release as downloaded: the .npy files of <dir>/<dataset>/ "
                         "(--dataset wikidiverse or wikimel), memory-mapped, instead of the dataset folder's features "
                         "(docs/drin.md)")
-    g = parser.add_argument_group("DRIN training")
     g.add_argument("--max_candidates", type=int, default=None, help="use only the first N candidates of each list")
+    g = parser.add_argument_group("candidate ranking: training")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--batch_size", type=int, default=64, help="mentions per batch")
     g.add_argument("--train_epoch", type=int, default=30, help="epochs")
@@ -358,13 +370,17 @@ def add_drin_flags(parser):
     g.add_argument("--reset_optimizer_every", type=int, default=10,
                    help="reset Adam's state every N epochs, as the original's 10-epoch rounds did (0: never)")
     g.add_argument("--random_seed", type=int, default=0, help="seed of torch and the data order (the original: 0)")
-    g = parser.add_argument_group("DRIN evaluation")
-    g.add_argument("--eval_bs", type=int, default=256, help="mentions per scoring batch")
+    g = parser.add_argument_group("candidate ranking: evaluation")
+    g.add_argument("--eval_bs", type=int, default=None,
+                   help="mentions per scoring batch (default: 256; 64 under --protocol original, the released test "
+                        "loader's, on which MEL-HI's released scores depend)")
     g.add_argument("--hits", default=",".join(map(str, DRIN_HITS)), help="k of Hits@k")
 
 
-def check_drin_args(args, parser):
+def check_ranker_args(args, parser):
     vars(args).update(PROTOCOLS[args.protocol])
+    if args.eval_bs is None:
+        args.eval_bs = 64 if args.protocol == "original" else 256
     if args.preprocess_dir is not None:
         if args.dataset not in SLOTS:
             parser.error(f"--preprocess_dir holds DRIN's release of {' or '.join(SLOTS)}: give --dataset one of them, "
@@ -375,16 +391,17 @@ def check_drin_args(args, parser):
                          f"{args.dataset}/ folder of .npy files")
         if args.max_candidates is not None:
             parser.error("--max_candidates is for a dataset folder's candidate lists, not --preprocess_dir")
-    chosen = [e.strip() for e in args.edges.split(",") if e.strip()]
-    if not chosen or set(chosen) - set(EDGES):
-        parser.error(f"--edges takes a comma-separated subset of {','.join(EDGES)}, got {args.edges!r}")
-    args.edges = ",".join(e for e in EDGES if e in chosen)  # one spelling per set: it names the run
+    if args.method == "drin":
+        chosen = [e.strip() for e in args.edges.split(",") if e.strip()]
+        if not chosen or set(chosen) - set(EDGES):
+            parser.error(f"--edges takes a comma-separated subset of {','.join(EDGES)}, got {args.edges!r}")
+        args.edges = ",".join(e for e in EDGES if e in chosen)  # one spelling per set: it names the run
     try:
         args.hits = sorted({int(k) for k in args.hits.split(",")})
     except ValueError:
         parser.error("--hits takes comma-separated integers, e.g. 1,3,5")
-    positive = ["hidden", "num_layers", "batch_size", "eval_bs"] + ["max_candidates"] * (args.max_candidates
-                                                                                         is not None)
+    positive = ["batch_size", "eval_bs"] + ["hidden", "num_layers"] * (args.method == "drin") + \
+        ["max_candidates"] * (args.max_candidates is not None)
     for name in positive:
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
@@ -395,7 +412,8 @@ def check_drin_args(args, parser):
 
 # ----------------------------------------------------------------------------- main.py, infe.py, link.py
 
-METHOD_FLAGS = {"gemel": (add_gemel_flags, check_gemel_args), "drin": (add_drin_flags, check_drin_args)}
+METHOD_FLAGS = {"gemel": (add_gemel_flags, check_gemel_args),
+                **{m: (lambda parser, m=m: add_ranker_flags(parser, m), check_ranker_args) for m in RANKERS}}
 NUMERIC_FLAGS = {"--nil_threshold", "--lr", "--weight_decay", "--warmup_ratio", "--max_norm", "--adam_epsilon",
                  "--margin"}
 
@@ -415,7 +433,8 @@ def build_parser(script, method):
     """The parser of one script ("train", "evaluate" or "link") for one method."""
     parser = _parser(DESCRIPTIONS[(script, method)])
     parser.add_argument("--method", choices=_methods(script), default="gemel",
-                        help="the linker; each has its own flags (`--method drin --help` lists DRIN's)")
+                        help="the linker; each has its own flags (`--method drin --help` lists DRIN's; ghmfc and "
+                             "melhi are the baselines DRIN's repository ships, on DRIN's flags)")
     add_device_flag(add_data_flags(parser))
     add_run_flags(parser, script)
     METHOD_FLAGS[method][0](parser)
@@ -517,6 +536,9 @@ DRIN_FEATURE_FLAGS = {
                               f"{CAPTIONS_FILE}, else clip"),
     "--clip_model": dict(default="openai/clip-vit-base-patch32", help="CLIP for --image_text clip (the original's)"),
     "--splits": dict(default=",".join(SPLITS), help="splits to compute (those with a <split>.json)"),
+    "--token_states": dict(action="store_true", help="also store each sentence's first 128 token states, which "
+                                                     "GHMFC and MEL-HI read (float16; 128 x the encoder's width per "
+                                                     "mention)"),
 }
 DRIN_RELEASE_FLAGS = {
     "source": dict(choices=("wikidiverse", "wikimel"), help="which of DRIN's raw datasets raw_dir holds"),

@@ -77,7 +77,7 @@ def run_drin(args, folder):
     build_entity_features(folder, text, space, img_feat, dim_image, args.entity_pooling)
     for split in args.splits.split(","):
         if os.path.exists(os.path.join(folder, f"{split}.json")):
-            build_split_features(folder, split, text, space, img_feat, dim_image)
+            build_split_features(folder, split, text, space, img_feat, dim_image, args.token_states)
 
 
 def run_all(args, folder):

@@ -248,51 +248,6 @@ def test_the_gold_slot_reaches_the_other_scores():
 
 # ----------------------------------------------------------------------------- end to end
 
-@pytest.fixture(scope="module")
-def drin_dataset(tiny_dataset, tmp_path_factory):
-    """The tiny GEMEL dataset plus what DRIN needs: entities.jsonl, captions, entity images, candidates, features."""
-    import prepare
-    from tiny import ENTITIES
-
-    root = tmp_path_factory.mktemp("drin-data")
-    folder = root / "tiny"
-    shutil.copytree(tiny_dataset["folder"], folder)
-    kinds = {"Paris": "city", "Paris Hilton": "person", "Paris, Texas": "city", "Michael Jordan": "athlete",
-             "Jordan": "country", "Jordan River": "river", "Liverpool": "city", "Liverpool F.C.": "football club",
-             "The Beatles": "band", "Freddie Mercury": "singer", "Mercury (planet)": "planet", "Queen (band)": "band",
-             "France": "country", "Chicago Bulls": "basketball team", "Everton F.C.": "football club",
-             "Israel": "country"}
-    with open(folder / "entities.jsonl", "w", encoding="utf-8") as f:
-        for i, name in enumerate(ENTITIES):
-            f.write(json.dumps({"name": name, "description": f"a {kinds[name]}",
-                                "image": None if name == "Israel" else f"entity/{i}.jpg"}) + "\n")
-    captions, rng = {}, np.random.default_rng(1)
-    for i, name in enumerate(ENTITIES):
-        captions[f"entity/{i}.jpg"] = f"a picture of a {kinds[name]}"
-    for split in ("train", "dev", "test"):
-        for line in open(folder / f"{split}.json", encoding="utf-8"):
-            ex = json.loads(line)
-            captions[ex["img_url"]] = f"a news photo of a {kinds.get(ex['target'], 'crowd')}"
-    with open(folder / "image_captions.jsonl", "w", encoding="utf-8") as f:
-        for key, caption in captions.items():
-            f.write(json.dumps({"key": key, "caption": caption}) + "\n")
-    with h5py.File(folder / "clip_vit_large_patch14_1024.hdf5", "a") as h5:
-        for i in range(len(ENTITIES)):
-            h5[f"entity/{i}.jpg"] = rng.standard_normal(1024).astype(np.float32)
-    for split in ("train", "dev", "test"):  # four candidates per mention; the gold missing for one test mention
-        rows = []
-        for ex in read_split(str(folder / f"{split}.json"), keep_nil=True):
-            names = [n for n in ENTITIES if n.split()[0].split(",")[0] in ex["mention"]] + ["France", "Israel"]
-            names = list(dict.fromkeys(names))[:4]
-            if split == "test" and ex["target"] == "Jordan":
-                names = [n for n in names if n != "Jordan"]
-            rows.append({"line": ex["line"], "mention": ex["mention"], "candidates": names})
-        with open(folder / f"candidates.{split}.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    prepare.main(["drin", "--data_dir", str(root), "--dataset", "tiny", "--text_encoder", tiny_dataset["simcse_model"]])
-    return {"data_dir": str(root), "folder": str(folder)}
-
-
 def drin_flags(data, out, *extra):
     return ["--method", "drin", "--data_dir", data["data_dir"], "--dataset", "tiny", "--ckpt_dir", str(out / "ckpt"),
             "--log_dir", str(out / "log"), "--hidden", "16", "--train_epoch", "3", "--batch_size", "4", *extra]

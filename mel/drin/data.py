@@ -124,6 +124,9 @@ class DrinSplit:
     gold: torch.Tensor         # (N,) index of the gold among the first C slots, -1 when not listed
     scored: int                # C: the slots the loss and the metrics see
     entities: EntityTable      # what the slots' rows index
+    tokens: torch.Tensor | None = None       # (N, T, Dt) token states ([CLS] first), for GHMFC and MEL-HI
+    token_mask: torch.Tensor | None = None   # (N, T)
+    token_span: torch.Tensor | None = None   # (N, 2) the mention's tokens [start, end)
 
     @property
     def dims(self):
@@ -153,11 +156,13 @@ class DrinSplit:
         if max_candidates:
             lists = {line: names[:max_candidates] for line, names in lists.items()}
         slots, gold = resolve_slots(lists, examples, entities, gold_slot, training, candidates_path(folder, split))
-        t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k != "lines"}
+        t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k not in ("lines", "tokens", "token_mask",
+                                                                                    "token_span")}
         image = t["image"] if t["image"].dim() == 3 else t["image"].unsqueeze(1)
         objects, scores = _objects(arrays, image.mean(-2))
+        tokens = {k: torch.from_numpy(arrays[k]) for k in ("tokens", "token_mask", "token_span") if k in arrays}
         return cls(split, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores, slots, gold,
-                   max(len(v) for v in lists.values()), entities)
+                   max(len(v) for v in lists.values()), entities, **tokens)
 
 
 def resolve_slots(lists, examples, entities, gold_slot, training, source):
@@ -203,4 +208,7 @@ def make_batch(split, entities, idx):
                      entity_text=gather(entities.text), entity_text_edge=gather(entities.text_edge),
                      entity_image=gather(entities.image), entity_text_joint=gather(entities.text_joint),
                      entity_image_joint=gather(entities.image_joint), entity_objects=gather(entities.objects),
-                     entity_object_scores=gather(entities.object_scores), mask=mask)
+                     entity_object_scores=gather(entities.object_scores), mask=mask,
+                     mention_tokens=None if split.tokens is None else split.tokens[idx].float(),
+                     mention_token_mask=None if split.token_mask is None else split.token_mask[idx].long(),
+                     mention_span=None if split.token_span is None else split.token_span[idx])

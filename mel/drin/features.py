@@ -130,6 +130,31 @@ class TextEncoder:
         return (np.stack(out) if out else np.zeros((0, self.dim), np.float32)), fallbacks
 
     @torch.no_grad()
+    def token_states(self, texts, spans, length=128, batch_size=64):
+        """What GHMFC and MEL-HI read besides the span mean: (N, length, D) float16 token states of the first `length`
+        tokens ([CLS] first), (N, length) int8 mask, (N, 2) token span [start, end) of the mention (the whole
+        sentence where the span is None or past `length`)."""
+        states_out, masks, token_spans = [], [], []
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode tokens", disable=len(texts) <= batch_size):
+            enc = self.encoder.tokenizer(texts[start:start + batch_size], padding="max_length", truncation=True,
+                                         max_length=length, return_offsets_mapping=True, return_tensors="pt")
+            offsets = enc.pop("offset_mapping")
+            states = self.encoder.model(**enc.to(self.device)).last_hidden_state.float().cpu()
+            mask = enc["attention_mask"].cpu()
+            real = offsets[..., 1] > offsets[..., 0]
+            for row, span in enumerate(spans[start:start + batch_size]):
+                inside = (real[row] & (offsets[row, :, 0] < span[1]) & (offsets[row, :, 1] > span[0])
+                          if span is not None else torch.zeros_like(real[row]))
+                chosen = (inside if inside.any() else real[row]).nonzero().flatten()
+                whole = (0, int(mask[row].sum()))
+                token_spans.append((int(chosen[0]), int(chosen[-1]) + 1) if len(chosen) else whole)
+            states_out.append(states.half().numpy())
+            masks.append(mask.numpy().astype(np.int8))
+        if not states_out:
+            return np.zeros((0, length, self.dim), np.float16), np.zeros((0, length), np.int8), np.zeros((0, 2), np.int64)
+        return np.concatenate(states_out), np.concatenate(masks), np.array(token_spans, dtype=np.int64)
+
+    @torch.no_grad()
     def wikimel_entities(self, texts, batch_size=64):
         """WikiMEL's entity features: the mean of the tokens between [CLS] and [SEP] (vertex) and the [CLS] state
         (tt edge)."""
@@ -254,8 +279,9 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
                                                    "text_encoder": text.name, "pooling": pooling})
 
 
-def build_split_features(folder, split, text, space, img_feat, dim_image):
-    """drin.<split>.h5 for the non-NIL lines of <split>.json."""
+def build_split_features(folder, split, text, space, img_feat, dim_image, token_states=False):
+    """drin.<split>.h5 for the non-NIL lines of <split>.json; with token_states also each sentence's token states
+    (`tokens`, `token_mask`, `token_span`), which GHMFC and MEL-HI read."""
     split_file = os.path.join(folder, f"{split}.json")
     examples = read_split(split_file)
     texts = [ex["text"] for ex in examples]
@@ -271,6 +297,8 @@ def build_split_features(folder, split, text, space, img_feat, dim_image):
     arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), "text": span_means,
               "image": image[:, None, :],  # one region: a pooled feature
               "text_joint": text_joint, "image_joint": _per_key(keys, space.images, text_joint.shape[1])}
+    if token_states:
+        arrays["tokens"], arrays["token_mask"], arrays["token_span"] = text.token_states(texts, spans)
     _write_h5(split_features_path(folder, split), arrays, {"format": FORMAT,
                                                         "sources": sources(split_file, img_feat, space),
                                                         "text_encoder": text.name})

@@ -40,6 +40,9 @@ class DrinBatch:
     mask: torch.Tensor                   # (B, C) 1 for a real candidate slot
     edge_ti: torch.Tensor | None = None  # (B, C) the ti / it edges when given as such (the release's CLIP
     edge_it: torch.Tensor | None = None  # similarities / 100) instead of computed from the *_joint features
+    mention_tokens: torch.Tensor | None = None      # (B, T, Dt) the sentence's token states, [CLS] first
+    mention_token_mask: torch.Tensor | None = None  # (B, T) 1 for a real token (GHMFC and MEL-HI read these three)
+    mention_span: torch.Tensor | None = None        # (B, 2) the mention's tokens [start, end)
 
     def to(self, device):
         return DrinBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)

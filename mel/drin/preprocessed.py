@@ -180,8 +180,12 @@ class ReleasedSplit:
         rows = slots.numpy()
         text, mask = m["mention-text-feature"].float(), m["mention-text-mask"].float()           # (B, T, D), (B, T)
         positions = torch.arange(text.shape[1])
-        span = ((positions >= m["start-pos"][:, None] + 1) & (positions < m["end-pos"][:, None] + 1)).float() * mask
-        span = torch.where(span.sum(1, keepdim=True) > 0, span, mask)  # past the 128 tokens: the whole sentence
+        start, end = m["start-pos"].long() + 1, m["end-pos"].long() + 1  # + 1: [CLS]
+        span = ((positions >= start[:, None]) & (positions < end[:, None])).float() * mask
+        empty = span.sum(1) == 0  # past the 128 tokens: the whole sentence
+        span = torch.where(empty[:, None], mask, span)
+        token_span = torch.where(empty[:, None], torch.stack([torch.zeros_like(start), mask.sum(1).long()], 1),
+                                 torch.stack([start, end], 1))
         mention_text = (text * span[..., None]).sum(1) / span.sum(1, keepdim=True).clamp(min=1)
         if self.wikimel:
             e = self.entities
@@ -210,4 +214,5 @@ class ReleasedSplit:
             entity_object_scores=torch.from_numpy(object_scores).float().reshape(b, s, -1),
             mask=torch.ones(b, s),  # the release pads short lists with __nil__ entities: every slot is real
             edge_ti=m["similarity-eimt"].float().gather(1, columns) / 100,   # mention text - entity image
-            edge_it=m["similarity-miet"].float().gather(1, columns) / 100)   # mention image - entity text
+            edge_it=m["similarity-miet"].float().gather(1, columns) / 100,   # mention image - entity text
+            mention_tokens=text, mention_token_mask=m["mention-text-mask"].long(), mention_span=token_span)

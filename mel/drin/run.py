@@ -1,4 +1,6 @@
-"""DRIN's two scripts: `python main.py --method drin` (train_drin) and `python infe.py --method drin` (evaluate_drin).
+"""The candidate rankers' two scripts: `python main.py --method drin|ghmfc|melhi` (train_ranker) and
+`python infe.py --method drin|ghmfc|melhi` (evaluate_ranker). DRIN and the two baselines its repository ships share
+everything here: data, batches, training, evaluation, run files.
 
 Training follows the original (train.py): Adam at 1e-3, batch 64, the released triplet loss with margin 0.25, 30
 epochs, Adam's state reset every 10 epochs (the original built a new trainer per 10-epoch round). --protocol
@@ -14,6 +16,7 @@ import torch
 from tqdm import tqdm
 from transformers import set_seed
 
+from mel.drin.baselines import GHMFC, MELHI
 from mel.drin.data import DrinSplit, EntityTable
 from mel.drin.model import DRIN, LOSSES, gold_ranks
 from mel.drin.preprocessed import ReleasedSplit, load_wikimel_entities
@@ -27,7 +30,10 @@ from mel.runs.metrics import MetricsLog
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE = {"hidden": int, "num_layers": int, "edges": str, "edge_type": str, "vector_edges": bool}
+# what a checkpoint records to rebuild each model ({flag: type}); the feature widths come from the data
+ARCHITECTURE = {"drin": {"hidden": int, "num_layers": int, "edges": str, "edge_type": str, "vector_edges": bool},
+                "ghmfc": {}, "melhi": {}}
+NAMES = {"drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI"}
 
 
 # ----------------------------------------------------------------------------- scoring and metrics
@@ -104,14 +110,25 @@ def load_data(args, splits, training):
     return data
 
 
-def make_model(dims, config, mention_mean):
-    """DRIN for features of widths `dims` (text, image) with the architecture `config` records; `mention_mean` comes
-    from the protocol it runs under."""
+def make_model(method, dims, config, args):
+    """The `method`'s model for features of widths `dims` (text, image), with the architecture `config` records; what
+    the protocol decides (the mention's mean, MEL-HI's released read) comes from `args`."""
+    if method == "ghmfc":
+        return GHMFC(*dims)
+    if method == "melhi":
+        return MELHI(*dims, released=args.protocol == "original")
     return DRIN(*dims, dim=config["hidden"], num_layers=config["num_layers"], edges=config["edges"].split(","),
-                edge_type=config["edge_type"], vector_edges=config["vector_edges"], mention_mean=mention_mean)
+                edge_type=config["edge_type"], vector_edges=config["vector_edges"], mention_mean=args.mention_mean)
 
 
-def train_drin(args):
+def check_token_states(method, split):
+    """GHMFC and MEL-HI read the sentence's token states: a dataset folder's features must hold them."""
+    if method != "drin" and getattr(split, "tokens", True) is None:
+        raise DataError(f"{NAMES[method]} reads each sentence's token states, which the {split.name} features of this "
+                        f"dataset folder lack; rebuild them with `python prepare.py drin --token_states`")
+
+
+def train_ranker(args):
     files = runs.RunFiles.of(args)
     with runs.claim(files, args):
         return _train(args, files)
@@ -121,8 +138,10 @@ def _train(args, files):
     set_seed(args.random_seed)
     device = pick_device(args.device)
     data = load_data(args, ["train", "dev", "test"], training=True)
+    for split in data.values():
+        check_token_states(args.method, split)
     config = runs.run_config(args)
-    model = make_model(data["train"].dims, config, args.mention_mean).to(device)
+    model = make_model(args.method, data["train"].dims, config, args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None, "metrics_rows": 0}
     metrics = MetricsLog(files.metrics)
@@ -133,8 +152,9 @@ def _train(args, files):
         logger.info(f"Resumed from {files.state} after epoch {progress['epoch']}")
     train_split = data["train"]
     params = sum(p.numel() for p in model.parameters())
-    logger.info(f"DRIN on {args.dataset}: {len(train_split.examples)} training mentions x {train_split.slots.shape[1]} "
-                f"slots (protocol {args.protocol}, {args.loss} loss), edges {args.edges} ({args.edge_type}), "
+    shape = f", edges {args.edges} ({args.edge_type})" if args.method == "drin" else ""
+    logger.info(f"{NAMES[args.method]} on {args.dataset}: {len(train_split.examples)} training mentions x "
+                f"{train_split.slots.shape[1]} slots (protocol {args.protocol}, {args.loss} loss){shape}, "
                 f"{params:,} parameters, {args.train_epoch} epochs of batch {args.batch_size}")
     loss_of = LOSSES[args.loss]
     for epoch in range(progress["epoch"], args.train_epoch):
@@ -172,7 +192,8 @@ def _train(args, files):
         runs.save_state(files.state, model, optimizer, None, progress, config)
     if args.train_epoch == 0 or progress["best_epoch"] is None:
         save_checkpoint_and_config(model, config, files, progress)
-    load_model_checkpoint(model, files.checkpoint, read_model_checkpoint(files.checkpoint, ARCHITECTURE, "DRIN"))
+    load_model_checkpoint(model, files.checkpoint, read_model_checkpoint(files.checkpoint, ARCHITECTURE[args.method],
+                                                                         NAMES[args.method]))
     test, records = evaluate_ranking(model, data["test"], args, device)
     write_jsonl(files.test_predictions, records)
     metrics.append({"step": progress["epoch"], "test": test, "checkpoint": files.checkpoint})
@@ -185,7 +206,7 @@ def _train(args, files):
 
 
 def save_checkpoint_and_config(model, config, files, progress):
-    save_model_checkpoint(model, {k: config[k] for k in ARCHITECTURE}, files.checkpoint)
+    save_model_checkpoint(model, {k: config[k] for k in ARCHITECTURE[config["method"]]}, files.checkpoint)
     evaluated = progress["best_epoch"] is not None  # --train_epoch 0: no dev evaluation yet
     write_json(files.config, {**config, "best_dev_hits@1": progress["best"] if evaluated else None,
                               "best_epoch": progress["best_epoch"]})
@@ -193,9 +214,9 @@ def save_checkpoint_and_config(model, config, files, progress):
 
 # ----------------------------------------------------------------------------- evaluation script
 
-def evaluate_drin(args):
+def evaluate_ranker(args):
     ckpt = runs.find_checkpoint(args)
-    saved = read_model_checkpoint(ckpt, ARCHITECTURE, "DRIN")
+    saved = read_model_checkpoint(ckpt, ARCHITECTURE[args.method], NAMES[args.method])
     out, summary_file, lock = runs.evaluation_outputs(args, ckpt)
     with lock:
         return _evaluate_into(args, ckpt, saved, out, summary_file)
@@ -204,7 +225,8 @@ def evaluate_drin(args):
 def _evaluate_into(args, ckpt, saved, out, summary_file):
     device = pick_device(args.device)
     data = load_data(args, [args.split], training=False)
-    model = make_model(data[args.split].dims, saved["architecture"], args.mention_mean).to(device)
+    check_token_states(args.method, data[args.split])
+    model = make_model(args.method, data[args.split].dims, saved["architecture"], args).to(device)
     load_model_checkpoint(model, ckpt, saved)
     summary, records = evaluate_ranking(model, data[args.split], args, device)
     write_jsonl(out, records)

@@ -30,15 +30,16 @@ PATH_FLAGS = {"img_feat", "ment_embed_file", "trie_file"}  # compared by file na
 # what the settings read back from a checkpoint's config must be
 CONFIG_TYPES = {"model_name": str, "visual_prefix_length": int, "dim_clip": int, "ICL_examples_num": int}
 CONFIG_KIND = {str: "a string", int: "an integer"}
-CHECKPOINT_EXTENSION = {"gemel": ".pkl", "drin": ".pt"}  # .pkl: GEMEL's released checkpoints are named so
+CHECKPOINT_EXTENSION = {"gemel": ".pkl", "drin": ".pt", "ghmfc": ".pt", "melhi": ".pt"}  # .pkl: GEMEL's released
 STATE_KEYS = {"weights", "optimizer", "scheduler", "progress", "config", "torch_rng"}
 
 
 def run_name(args):
     """The name of the run these flags describe (its files' common stem)."""
-    if args.method == "drin":
-        return (f"drin_{args.dataset}_{args.edges.replace(',', '-')}_{args.edge_type}"
-                f"{'_vector' if args.vector_edges else ''}{'_original' if args.protocol == 'original' else ''}"
+    if args.method != "gemel":  # a candidate ranker
+        shape = (f"_{args.edges.replace(',', '-')}_{args.edge_type}{'_vector' if args.vector_edges else ''}"
+                 if args.method == "drin" else "")
+        return (f"{args.method}_{args.dataset}{shape}{'_original' if args.protocol == 'original' else ''}"
                 f"{'_per_mention' if args.loss == 'per_mention' else ''}")
     return (f"{model_tag(args.model_name)}_{args.dataset}_linear_{args.visual_prefix_length}token_"
             f"{args.ICL_examples_num}examples")
@@ -185,7 +186,7 @@ def summary_path(predictions):
 
 def evaluation_outputs(args, ckpt):
     """(predictions JSONL, summary JSON, held RunLock) of `infe.py` for this checkpoint and split (claim_output)."""
-    tag = f".{args.protocol}" if args.method == "drin" else ""
+    tag = f".{args.protocol}" if args.method != "gemel" else ""
     predictions = args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}{tag}.predictions.jsonl"
     lock = claim_output(predictions, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
                         also=[summary_path(predictions)])

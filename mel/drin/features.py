@@ -151,8 +151,8 @@ class TextEncoder:
             states_out.append(states.half().numpy())
             masks.append(mask.numpy().astype(np.int8))
         if not states_out:
-            return np.zeros((0, length, self.dim), np.float16), np.zeros((0, length), np.int8), np.zeros((0, 2), np.int64)
-        return np.concatenate(states_out), np.concatenate(masks), np.array(token_spans, dtype=np.int64)
+            states_out, masks = [np.zeros((0, length, self.dim), np.float16)], [np.zeros((0, length), np.int8)]
+        return np.concatenate(states_out), np.concatenate(masks), np.array(token_spans, dtype=np.int64).reshape(-1, 2)
 
     @torch.no_grad()
     def wikimel_entities(self, texts, batch_size=64):

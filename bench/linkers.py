@@ -2,7 +2,7 @@
 
 For every (method, protocol, seed) it runs the scripts as a user would, in a fresh process, into a temporary
 --ckpt_dir, and reads the test summary they write:
-  * the candidate rankers (drin): `python main.py --method M --protocol P --random_seed S`;
+  * the candidate rankers (drin, ghmfc, melhi): `python main.py --method M --protocol P --random_seed S`;
   * GEMEL: `python main.py --random_seed S`, then `python infe.py --use_candidates` (leak_free) or
     `python infe.py --use_candidates --candidates_with_gold` (original: the gold put into every list, as the
     rankers' original protocol does).
@@ -26,7 +26,7 @@ sys.path.insert(0, REPO)
 
 from mel.io.atomic import write_json  # noqa: E402
 
-RANKERS = ("drin",)
+RANKERS = ("drin", "ghmfc", "melhi")
 PROTOCOLS = ("leak_free", "original")
 SHOWN = ("hits@1", "hits@3", "hits@5", "mrr")
 

@@ -486,7 +486,7 @@ def test_stale_or_missing_inputs_are_named(drin_dataset, tmp_path):
     (folder / "entities.jsonl").unlink()  # without the source file the features are taken as they are
     entities = EntityTable.load(str(folder), "tiny")
     (folder / "candidates.test.jsonl").unlink()
-    with pytest.raises(DataError, match="prepare.py candidates --dataset tiny`, or convert DRIN's released"):
+    with pytest.raises(DataError, match="prepare.py candidates --dataset tiny`, or convert DRIN's raw data"):
         DrinSplit.load(str(folder), "tiny", "test", read_split(str(folder / "test.json")), entities, False, False)
 
 

@@ -152,17 +152,23 @@ class DrinSplit:
             raise DataError(f"{path}: its rows are not the non-NIL lines of {split_file}; rebuild it with "
                             f"`{PREPARE.format(dataset=dataset)}`")
         lists = read_candidates(candidates_path(folder, split), examples,
-                                alternative="or convert DRIN's released lists (python -m mel.drin.released)")
+                                alternative="or convert DRIN's raw data (python prepare.py drin_release)")
         if max_candidates:
             lists = {line: names[:max_candidates] for line, names in lists.items()}
         slots, gold = resolve_slots(lists, examples, entities, gold_slot, training, candidates_path(folder, split))
+        return cls.from_arrays(split, examples, arrays, slots, gold, max(len(v) for v in lists.values()), entities)
+
+    @classmethod
+    def from_arrays(cls, name, examples, arrays, slots, gold, scored, entities):
+        """A split of `examples` from their feature arrays (numpy, as a drin.<split>.h5 holds them) and their slots
+        (resolve_slots), the first `scored` of which the metrics see."""
         t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k not in ("lines", "tokens", "token_mask",
                                                                                     "token_span")}
         image = t["image"] if t["image"].dim() == 3 else t["image"].unsqueeze(1)
         objects, scores = _objects(arrays, image.mean(-2))
         tokens = {k: torch.from_numpy(arrays[k]) for k in ("tokens", "token_mask", "token_span") if k in arrays}
-        return cls(split, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores, slots, gold,
-                   max(len(v) for v in lists.values()), entities, **tokens)
+        return cls(name, examples, t["text"], image, t["text_joint"], t["image_joint"], objects, scores, slots, gold,
+                   scored, entities, **tokens)
 
 
 def resolve_slots(lists, examples, entities, gold_slot, training, source):

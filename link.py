@@ -1,9 +1,11 @@
-"""Link new text: ranked entity names for mentions nobody has labelled, with a trained GEMEL checkpoint.
+"""Link new text: ranked entity names for mentions nobody has labelled, with a trained GEMEL checkpoint, or with a
+candidate ranker's (--method drin|ghmfc|melhi: see the end of this text).
 
     python link.py --text "Jordan scored 40 points against the Knicks." --mention Jordan
     python link.py --text "..." --mention_span 0 6 --image_key test/3.jpg        # a feature of the dataset's HDF5
     python link.py --text "..." --mention Jordan --image photo.jpg               # CLIP feature computed now
     python link.py --input mentions.jsonl --output linked.jsonl
+    python link.py --method drin --input mentions.jsonl                          # every line with `candidates`
 
 The LM, the projector, the demonstrations and the prefix tree are loaded once (the same flags as infe.py choose
 them), then every mention is linked in length-bucketed batches like evaluation. Input lines are JSON objects with
@@ -15,6 +17,14 @@ same for every image-less example, and what the projector learnt to add when it 
 Output lines (in input order, written atomically) add `mention` and `entities`: [{"name", "score"}, ...], best first,
 and with --nil_threshold (a number, or `checkpoint` for the one main.py chose on dev) `nil`: whether the best name's
 score is below it, i.e. the mention likely names no entity of the knowledge base.
+
+With --method drin, ghmfc or melhi every line needs `candidates`, entities of the dataset's entities.jsonl, and
+`entities` holds all of them (or --top_k) with the checkpoint's scores, best first. The mention's features are
+computed as `prepare.py drin` computed the training data's, with the encoders the checkpoint's config records; its
+image comes from `image_key` or an `image` file, whichever the image-text space of those features can place:
+captions (`image_key` of a captioned image) or CLIP (the `image` file; `image_key` then only for the image feature).
+A mention without an image gets the blank image's zero features, as in training. Scoring is leak-free whatever
+protocol the checkpoint was trained under: no gold exists to append.
 """
 import dataclasses
 import json
@@ -44,7 +54,7 @@ def read_inputs(args):
         if args.text is None or (args.mention is None) == (args.mention_span is None):
             raise DataError("give --text with --mention or --mention_span, or --input <JSON lines file>")
         row = {"text": args.text}
-        for key in ("mention", "mention_span", "image", "image_key"):
+        for key in ("mention", "mention_span", "image", "image_key", "candidates"):
             if getattr(args, key) is not None:
                 row[key] = getattr(args, key)
         return [row], ["the command line"], os.getcwd()
@@ -87,19 +97,24 @@ def to_example(row, index, at):
     return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates, "at": at}
 
 
-def image_features(rows, args, base, where=None):
-    """(N, dim_clip) features: from the dataset's feature file, computed from image files, or zeros.
-    `where`: each row's origin for messages ("mentions.jsonl, line 3")."""
+def image_path(row, base):
+    """The row's `image` file, relative paths starting from the input file's folder."""
+    return row["image"] if os.path.isabs(row["image"]) else os.path.join(base, row["image"])
+
+
+def image_features(rows, img_feat, dim, args, base, where=None):
+    """(N, dim) features: from the feature file `img_feat` by `image_key`, computed from `image` files with
+    --clip_model, or zeros. `where`: each row's origin for messages ("mentions.jsonl, line 3")."""
     where = where or [f"input row {i + 1}" for i in range(len(rows))]
-    features = np.zeros((len(rows), args.dim_clip), dtype=np.float32)
+    features = np.zeros((len(rows), dim), dtype=np.float32)
     keyed = [i for i, row in enumerate(rows) if row.get("image_key") is not None]
     try:
         if keyed:
-            features[keyed] = load_image_features(args.img_feat, [rows[i]["image_key"] for i in keyed], args.dim_clip)
+            features[keyed] = load_image_features(img_feat, [rows[i]["image_key"] for i in keyed], dim)
     except DataError:
         for i in keyed:  # name the first line whose key is the problem
             try:
-                load_image_features(args.img_feat, [rows[i]["image_key"]], args.dim_clip)
+                load_image_features(img_feat, [rows[i]["image_key"]], dim)
             except DataError as error:
                 raise DataError(f"{where[i]}: `image_key` {rows[i]['image_key']!r}: {error}") from None
         raise
@@ -112,11 +127,11 @@ def image_features(rows, args, base, where=None):
             encoder = ClipEncoder(args.clip_model, pick_device(args.device))
         except DataError as error:
             raise DataError(f"{where[files[0]]}: `image` needs --clip_model to compute its feature: {error}") from None
-        if encoder.dim != args.dim_clip:
-            raise DataError(f"--clip_model {args.clip_model} gives {encoder.dim}-d features, the projector takes "
-                            f"--dim_clip {args.dim_clip}; use the CLIP model the features were made with")
+        if encoder.dim != dim:
+            raise DataError(f"--clip_model {args.clip_model} gives {encoder.dim}-d features, {img_feat} holds "
+                            f"{dim}-d ones; use the image encoder that made it (prepare.py clip --clip_model)")
         for i in files:
-            path = rows[i]["image"] if os.path.isabs(rows[i]["image"]) else os.path.join(base, rows[i]["image"])
+            path = image_path(rows[i], base)
             image, problem = load_image(path, 1)
             if image is None:
                 raise DataError(f"{where[i]}: cannot use the image {path} ({problem[0]}: {problem[1]})")
@@ -131,16 +146,20 @@ def run(args):
     rows, where, base = read_inputs(args)
     examples = [to_example(row, i, at) for i, (row, at) in enumerate(zip(rows, where))]
     with_candidates = [ex["candidates"] is not None for ex in examples]
+    if args.method != "gemel" and not all(with_candidates):
+        raise DataError(f"{where[with_candidates.index(False)]}: --method {args.method} ranks each mention's "
+                        f"candidates: give `candidates` (entity names of the dataset's entities.jsonl) on every line")
     if any(with_candidates) and not all(with_candidates):
         first = where[with_candidates.index(not with_candidates[0])]
         raise DataError(f"{first}: `candidates` given on some lines only; give them on every line or on none")
+    body = link if args.method == "gemel" else link_with_ranker
     if args.input is None:
-        return link(args, rows, where, base, examples, None)
+        return body(args, rows, where, base, examples, None)
     output = args.output or os.path.splitext(args.input)[0] + ".linked.jsonl"
     if os.path.exists(output) and os.path.samefile(output, args.input):
         raise DataError(f"--output {output}: is the --input file; write the linked mentions to another file")
     with runs.claim_output(output, args.overwrite, "--output", "an earlier output of link.py"):
-        return link(args, rows, where, base, examples, output)
+        return body(args, rows, where, base, examples, output)
 
 
 def link(args, rows, where, base, examples, output):
@@ -152,7 +171,7 @@ def link(args, rows, where, base, examples, output):
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
     state = read_projector_checkpoint(ckpt)
-    images = image_features(rows, args, base, where)
+    images = image_features(rows, args.img_feat, args.dim_clip, args, base, where)
 
     exp = load_experiment(args, [])
     load_projector_checkpoint(exp.model.linear, ckpt, state)
@@ -169,6 +188,22 @@ def link(args, rows, where, base, examples, output):
             linked[i] = {**rows[i], "mention": examples[i]["mention"], "entities": entities}
             if settings.nil_threshold is not None:  # the NIL decision: no entity of the KB fits well enough
                 linked[i]["nil"] = predicts_nil(entities[0]["score"], settings.nil_threshold)
+    return emit(linked, output)
+
+
+def link_with_ranker(args, rows, where, base, examples, output):
+    """--method drin|ghmfc|melhi: each mention's candidates ranked by the checkpoint's scores, best first."""
+    from mel.drin.linking import rank_candidates
+
+    ranked = rank_candidates(args, rows, where, base, examples, image_features, image_path)
+    linked = [{**row, "mention": ex["mention"], "entities": [{"name": name, "score": score}
+                                                            for name, score in candidates[:args.top_k]]}
+              for row, ex, candidates in zip(rows, examples, ranked)]
+    return emit(linked, output)
+
+
+def emit(linked, output):
+    """Write the linked rows to `output` (atomically), or print them when there is none."""
     if output is not None:
         write_jsonl(output, linked)
         logger.info(f"Linked {len(linked)} mentions: {output}")
@@ -179,7 +214,7 @@ def link(args, rows, where, base, examples, output):
 
 
 def main(argv=None):
-    return params.run_script("link", {"gemel": run}, argv)
+    return params.run_script("link", {"gemel": run, **{method: run for method in params.RANKERS}}, argv)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,13 @@ DESCRIPTIONS = {
     ("link", "gemel"): "Link mentions of new text with a GEMEL checkpoint",
     ("train", "drin"): "Train DRIN (candidate reranking with a dynamic relation graph)",
     ("evaluate", "drin"): "Evaluate a DRIN checkpoint",
+    ("link", "drin"): "Rank the candidates of mentions of new text with a DRIN checkpoint",
     ("train", "ghmfc"): "Train GHMFC (the baseline DRIN's repository ships)",
     ("evaluate", "ghmfc"): "Evaluate a GHMFC checkpoint",
+    ("link", "ghmfc"): "Rank the candidates of mentions of new text with a GHMFC checkpoint",
     ("train", "melhi"): "Train MEL-HI (the baseline DRIN's repository ships)",
     ("evaluate", "melhi"): "Evaluate a MEL-HI checkpoint",
+    ("link", "melhi"): "Rank the candidates of mentions of new text with a MEL-HI checkpoint",
 }
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -193,9 +196,12 @@ def add_link_flags(parser):
                    help="the mention as [START, END) character offsets into --text")
     g.add_argument("--image", default=None, help="an image file; its feature is computed with --clip_model")
     g.add_argument("--image_key", default=None, help="a key of the dataset's image feature file (--img_feat)")
+    g.add_argument("--candidates", nargs="+", default=None, metavar="NAME",
+                   help="entity names to choose among (GEMEL: constrains the answer; the rankers: required)")
     g.add_argument("--input", default=None, help="JSON lines to link (see link.py's docstring for the fields)")
     g.add_argument("--output", default=None, help="JSON lines of linked mentions (default: <input>.linked.jsonl)")
-    g.add_argument("--top_k", type=int, default=None, help="entities kept per mention (default: --num_beams)")
+    g.add_argument("--top_k", type=int, default=None,
+                   help="entities kept per mention (default: --num_beams; the rankers: all candidates)")
     g.add_argument("--clip_model", default=DEFAULT_CLIP_MODEL,
                    help="CLIP model for --image / `image` fields (as `prepare.py clip`)")
 
@@ -396,6 +402,8 @@ def check_ranker_args(args, parser):
         if not chosen or set(chosen) - set(EDGES):
             parser.error(f"--edges takes a comma-separated subset of {','.join(EDGES)}, got {args.edges!r}")
         args.edges = ",".join(e for e in EDGES if e in chosen)  # one spelling per set: it names the run
+    if getattr(args, "top_k", None) is not None and args.top_k < 1:
+        parser.error(f"--top_k must be positive, got {args.top_k}")
     try:
         args.hits = sorted({int(k) for k in args.hits.split(",")})
     except ValueError:

@@ -91,7 +91,7 @@ def test_an_image_file_gets_the_feature_prepare_clip_stores(tmp_path, tiny_clip_
     args = link.params.parse_args(["--data_dir", str(tmp_path.parent), "--dataset", tmp_path.name,
                                    "--clip_model", tiny_clip_dir, "--dim_clip", str(stored.shape[-1])], script="link")
     rows = [{"text": "t", "mention": "t", "image": "photo.jpg"}, {"text": "t", "mention": "t"}]
-    features = link.image_features(rows, args, str(tmp_path))
+    features = link.image_features(rows, args.img_feat, args.dim_clip, args, str(tmp_path))
     np.testing.assert_allclose(features[0], stored.reshape(-1), rtol=0, atol=1e-5)
     assert not features[1].any()  # no image: the all-zero feature
 

@@ -24,6 +24,7 @@ from mel.retrieval.candidates import candidates_path, read_candidates
 PREPARE = "python prepare.py drin --dataset {dataset}"
 
 
+ENCODER_ATTRS = ("text_encoder", "pooling", "image_text", "clip_model", "img_feat")
 ENTITY_ARRAYS = ("text", "text_edge", "image", "text_joint", "image_joint")
 SPLIT_ARRAYS = ("text", "image", "text_joint", "image_joint")
 
@@ -94,6 +95,7 @@ class EntityTable:
     image_joint: torch.Tensor
     objects: torch.Tensor   # (E, J, Do)
     object_scores: torch.Tensor
+    encoders: dict = None   # what computed the features (features.encoders): link.py computes new mentions alike
 
     @classmethod
     def load(cls, folder, dataset):
@@ -106,8 +108,9 @@ class EntityTable:
         t = {k: torch.from_numpy(v).float() for k, v in arrays.items() if k not in ("names", "has_image")}
         image = t["image"].mean(-2) if t["image"].dim() == 3 else t["image"]
         objects, scores = _objects(arrays, image)
+        encoders = {k: str(attrs[k]) for k in ENCODER_ATTRS if k in attrs}
         return cls(names, {n: i for i, n in enumerate(names)}, t["text"], t["text_edge"], image, t["text_joint"],
-                   t["image_joint"], objects, scores)
+                   t["image_joint"], objects, scores, encoders)
 
 
 @dataclass

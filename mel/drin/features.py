@@ -175,8 +175,11 @@ class CaptionSpace:
     """An image-text space for images known by a written caption: both towers are the text encoder (the demo's
     stand-in for CLIP, whose image and caption embeddings are trained to agree)."""
 
+    kind = "captions"
+
     def __init__(self, text_encoder, captions, source):
         self.text, self.captions, self.source = text_encoder, captions, source
+        self.model_name, self.dim = "", text_encoder.dim
 
     def images(self, keys):
         missing = [k for k in keys if k not in self.captions]
@@ -191,11 +194,14 @@ class CaptionSpace:
 class ClipSpace:
     """CLIP's two towers (projected embeddings), as the original's similarity-miet / similarity-eimt files."""
 
+    kind = "clip"
+
     def __init__(self, model_name, image_paths, device="cpu", cache_dir=None, batch_size=32):
         from transformers import AutoProcessor, CLIPModel
         self.model = CLIPModel.from_pretrained(model_name, cache_dir=cache_dir).to(device).eval()
         self.processor = AutoProcessor.from_pretrained(model_name, cache_dir=cache_dir)
         self.paths, self.device, self.batch_size = image_paths, device, batch_size
+        self.model_name, self.dim = model_name, self.model.config.projection_dim
 
     @torch.no_grad()
     def images(self, keys):
@@ -211,7 +217,7 @@ class ClipSpace:
                     batch.append(image.convert("RGB"))
             pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
             out.append(_embeddings(self.model.get_image_features(pixel_values=pixels)))
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     @torch.no_grad()
     def texts(self, texts):
@@ -221,7 +227,7 @@ class ClipSpace:
             enc = self.processor(text=texts[start:start + self.batch_size], padding=True, truncation=True,
                                  max_length=77, return_tensors="pt").to(self.device)
             out.append(_embeddings(self.model.get_text_features(**enc)))
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
 def _embeddings(output):
@@ -232,7 +238,7 @@ def _embeddings(output):
 
 # ----------------------------------------------------------------------------- building (prepare.py drin)
 
-def _per_key(keys, compute, width):
+def per_key(keys, compute, width):
     """(len(keys), width) rows: compute(distinct keys) spread back over `keys`; a None key (no image) gets zeros, the
     original's blank default image."""
     known = [k for k in dict.fromkeys(keys) if k is not None]
@@ -272,11 +278,11 @@ def build_entity_features(folder, text, space, img_feat, dim_image, pooling="enc
     images = [e["image"] for e in entities]
     text_joint = space.texts(texts)
     arrays = {"names": np.array([e["name"] for e in entities], dtype=object), "text": vertex, "text_edge": edge,
-              "image": _per_key(images, lambda keys: load_image_features(img_feat, keys, dim_image), dim_image),
-              "text_joint": text_joint, "image_joint": _per_key(images, space.images, text_joint.shape[1]),
+              "image": per_key(images, lambda keys: load_image_features(img_feat, keys, dim_image), dim_image),
+              "text_joint": text_joint, "image_joint": per_key(images, space.images, text_joint.shape[1]),
               "has_image": np.array([k is not None for k in images])}
     _write_h5(entity_features_path(folder), arrays, {"format": FORMAT, "sources": sources(path, img_feat, space),
-                                                   "text_encoder": text.name, "pooling": pooling})
+                                                   **encoders(text, space, img_feat), "pooling": pooling})
 
 
 def build_split_features(folder, split, text, space, img_feat, dim_image, token_states=False):
@@ -284,24 +290,38 @@ def build_split_features(folder, split, text, space, img_feat, dim_image, token_
     (`tokens`, `token_mask`, `token_span`), which GHMFC and MEL-HI read."""
     split_file = os.path.join(folder, f"{split}.json")
     examples = read_split(split_file)
-    texts = [ex["text"] for ex in examples]
     spans = [tuple(ex["mention_span"]) if isinstance(ex.get("mention_span"), list) and len(ex["mention_span"]) == 2
              else mention_span(ex["text"], ex["mention"]) for ex in examples]
-    span_means, fallbacks = text.spans(texts, spans)
+    keys = [image_key(ex) for ex in examples]
+    image = per_key(keys, lambda known: load_image_features(img_feat, known, dim_image), dim_image)
+    arrays, fallbacks = mention_arrays(text, space, [ex["text"] for ex in examples], spans, image,
+                                       per_key(keys, space.images, space.dim), token_states)
     if fallbacks:
         logger.info(f"  {split}: {fallbacks} mention(s) not found in their text (or past {text.max_length} tokens): "
                     f"their text feature is the mean of the whole sentence")
-    keys = [image_key(ex) for ex in examples]
-    text_joint = space.texts(texts)
-    image = _per_key(keys, lambda known: load_image_features(img_feat, known, dim_image), dim_image)
-    arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), "text": span_means,
-              "image": image[:, None, :],  # one region: a pooled feature
-              "text_joint": text_joint, "image_joint": _per_key(keys, space.images, text_joint.shape[1])}
-    if token_states:
-        arrays["tokens"], arrays["token_mask"], arrays["token_span"] = text.token_states(texts, spans)
+    arrays = {"lines": np.array([ex["line"] for ex in examples], dtype=np.int64), **arrays}
     _write_h5(split_features_path(folder, split), arrays, {"format": FORMAT,
                                                         "sources": sources(split_file, img_feat, space),
-                                                        "text_encoder": text.name})
+                                                        **encoders(text, space, img_feat)})
+
+
+def mention_arrays(text, space, texts, spans, image, image_joint, token_states=False):
+    """({text, image, text_joint, image_joint[, tokens, token_mask, token_span]}, number of spans that fell back to
+    the whole sentence) for mentions at character `spans` of `texts`, with their image features (N, Di) and image
+    towers (N, Dj) given: what a drin.<split>.h5 holds per mention, and what link.py computes for new text."""
+    span_means, fallbacks = text.spans(texts, spans)
+    arrays = {"text": span_means, "image": image[:, None, :],  # one region: a pooled feature
+              "text_joint": space.texts(texts), "image_joint": image_joint}
+    if token_states:
+        arrays["tokens"], arrays["token_mask"], arrays["token_span"] = text.token_states(texts, spans)
+    return arrays, fallbacks
+
+
+def encoders(text, space, img_feat):
+    """The attributes naming what computed a feature file, which link.py recomputes new mentions with: the text
+    encoder, the image-text space (captions or clip, and its CLIP model) and the image feature file."""
+    return {"text_encoder": text.name, "image_text": space.kind, "clip_model": space.model_name,
+            "img_feat": os.path.basename(img_feat)}
 
 
 def sources(*inputs):

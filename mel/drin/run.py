@@ -141,6 +141,7 @@ def _train(args, files):
     for split in data.values():
         check_token_states(args.method, split)
     config = runs.run_config(args)
+    features = feature_record(args, data["train"])
     model = make_model(args.method, data["train"].dims, config, args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     progress = {"epoch": 0, "best": float("-inf"), "best_epoch": None, "metrics_rows": 0}
@@ -183,7 +184,7 @@ def _train(args, files):
         progress.update(epoch=epoch + 1)
         if better:
             progress.update(best=dev["hits@1"], best_epoch=epoch + 1)
-            save_checkpoint_and_config(model, config, files, progress)
+            save_checkpoint_and_config(model, config, features, files, progress)
             row["saved"] = files.checkpoint
         metrics.append(row)
         logger.info(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, dev Hits@1 {dev['hits@1']:.2f} "
@@ -191,7 +192,7 @@ def _train(args, files):
         progress["metrics_rows"] = metrics.rows
         runs.save_state(files.state, model, optimizer, None, progress, config)
     if args.train_epoch == 0 or progress["best_epoch"] is None:
-        save_checkpoint_and_config(model, config, files, progress)
+        save_checkpoint_and_config(model, config, features, files, progress)
     load_model_checkpoint(model, files.checkpoint, read_model_checkpoint(files.checkpoint, ARCHITECTURE[args.method],
                                                                          NAMES[args.method]))
     test, records = evaluate_ranking(model, data["test"], args, device)
@@ -205,10 +206,19 @@ def _train(args, files):
     return test
 
 
-def save_checkpoint_and_config(model, config, files, progress):
+def feature_record(args, split):
+    """What computed the features the model is trained on, kept in its config: link.py computes the features of new
+    mentions with the same encoders."""
+    if args.preprocess_dir:
+        return {"preprocess_dir": args.dataset_dir}
+    return {"dataset_dir": args.dataset_dir, **(split.entities.encoders or {})}
+
+
+def save_checkpoint_and_config(model, config, features, files, progress):
     save_model_checkpoint(model, {k: config[k] for k in ARCHITECTURE[config["method"]]}, files.checkpoint)
     evaluated = progress["best_epoch"] is not None  # --train_epoch 0: no dev evaluation yet
-    write_json(files.config, {**config, "best_dev_hits@1": progress["best"] if evaluated else None,
+    write_json(files.config, {**config, "features": features,
+                              "best_dev_hits@1": progress["best"] if evaluated else None,
                               "best_epoch": progress["best_epoch"]})
 
 

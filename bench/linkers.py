@@ -11,6 +11,7 @@ JSON to bench/results/linkers.json (or --out).
 
     python bench/linkers.py --methods drin --seeds 0,1,2,3,4                 # the demo (after prepare.py drin)
     python bench/linkers.py --methods gemel,drin --seeds 0,1,2 -- --dataset demo
+    python bench/linkers.py --render a.json b.json           # the rows of earlier runs as one Markdown table
 """
 import argparse
 import json
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="drin", help="comma-separated: gemel and/or " + ", ".join(RANKERS))
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated --random_seed values")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "linkers.json"))
+    p.add_argument("--render", nargs="+", default=None, metavar="JSON",
+                   help="print the rows of these earlier outputs as one Markdown table, running nothing")
     p.add_argument("flags", nargs="*", help="flags for every script (after --), e.g. --dataset demo")
     return p.parse_args(argv)
 
@@ -77,8 +80,26 @@ def command_of(method, protocol, flags):
     return f"python main.py --method {method} --protocol {protocol} {' '.join(flags)}".strip()
 
 
+def markdown(rows):
+    """A Markdown table of result rows: mean ± standard deviation over the seeds, and each row's command."""
+    lines = ["| system | protocol | Hits@1 | Hits@3 | Hits@5 | MRR | seeds | command |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    names = {"gemel": "GEMEL", "drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI"}
+    for row in rows:
+        cells = [f"{row[k]['mean']:.2f} ± {row[k]['std']:.2f}" for k in SHOWN[:3]]
+        cells.append(f"{row['mrr']['mean']:.3f} ± {row['mrr']['std']:.3f}")
+        seeds = ",".join(map(str, row["seeds"]))
+        lines.append(f"| {names.get(row['method'], row['method'])} | {row['protocol']} | {' | '.join(cells)} | "
+                     f"{seeds} | `{row['command']}` |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.render:
+        rows = [row for path in args.render for row in json.load(open(path, encoding="utf-8"))["rows"]]
+        print(markdown(rows))
+        return rows
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {(m, p): [] for m in methods for p in PROTOCOLS}

@@ -23,3 +23,24 @@ def test_quick_report(tmp_path):
         assert math.isfinite(value) and value > 0
     assert result["score"]["max_abs_diff"] < 1e-4
     assert all(v > 0 for v in result["memory_mb"].values())
+
+
+def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
+    """bench/linkers.py runs main.py per (protocol, seed) and reports the mean and spread of what each run wrote."""
+    spec = importlib.util.spec_from_file_location("bench_linkers", os.path.join(REPO, "bench", "linkers.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "linkers.json"
+    rows = bench.main(["--methods", "drin", "--seeds", "0,1", "--out", str(out), "--", "--data_dir",
+                       drin_dataset["data_dir"], "--dataset", "tiny", "--hidden", "16", "--train_epoch", "1",
+                       "--batch_size", "4"])
+    assert [(r["method"], r["protocol"]) for r in rows] == [("drin", "leak_free"), ("drin", "original")]
+    for row in rows:
+        hits = row["hits@1"]["values"]
+        assert len(hits) == 2 and all(math.isclose(v * 3 / 100, round(v * 3 / 100)) for v in hits)  # of 3 mentions
+        assert max(row["hits@5"]["values"]) <= 200 / 3 + 1e-9  # one test mention's gold is not listed
+        assert math.isclose(row["hits@1"]["mean"], sum(hits) / 2)
+        assert row["hits@5"]["mean"] >= row["hits@3"]["mean"] >= row["hits@1"]["mean"]
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
+    table = bench.markdown(rows).splitlines()
+    assert len(table) == 4 and table[2].startswith("| DRIN | leak_free | ")

@@ -10,7 +10,7 @@ import infe
 import main
 from mel.drin.baselines import GHMFC, MELHI
 from mel.drin.model import DrinBatch
-from released import write_wikidiverse
+from released import write_wikidiverse, write_wikimel
 
 
 def batch(B=3, C=4, T=12, Dt=16, R=5, Di=24, seed=0):
@@ -105,12 +105,13 @@ def test_a_baseline_trains_and_evaluates_on_a_dataset_folder(drin_dataset, tmp_p
 
 
 @pytest.mark.parametrize("method", ["ghmfc", "melhi"])
-def test_a_baseline_trains_on_the_preprocessed_release(tmp_path, method):
-    write_wikidiverse(str(tmp_path))
-    flags = ["--method", method, "--preprocess_dir", str(tmp_path), "--dataset", "wikidiverse", "--ckpt_dir",
+@pytest.mark.parametrize("dataset", ["wikidiverse", "wikimel"])
+def test_a_baseline_trains_on_the_preprocessed_release(tmp_path, method, dataset):
+    (write_wikimel if dataset == "wikimel" else write_wikidiverse)(str(tmp_path))
+    flags = ["--method", method, "--preprocess_dir", str(tmp_path), "--dataset", dataset, "--ckpt_dir",
              str(tmp_path / "c"), "--log_dir", str(tmp_path / "l"), "--train_epoch", "1", "--batch_size", "4"]
     test = main.main(flags)
-    assert test["examples"] == 6 and test["candidates"] == 10
+    assert test["examples"] == 6 and test["candidates"] == (100 if dataset == "wikimel" else 10)
     assert infe.main(flags)["mrr"] == pytest.approx(test["mrr"], abs=1e-6)
 
 

@@ -4,6 +4,7 @@
     python infe.py --dataset wikidiverse --model_name opt-6.7b \
         --best_ckpt opt-6.7b_wikidiverse_linear_4token_16examples_82_77.pkl
     python infe.py --method drin                     # a DRIN checkpoint (mel/drin/run.py)
+    python infe.py --method retriever                # the candidate lists' first names (mel/retrieval/linker.py)
     torchrun --nproc_per_node 2 infe.py              # data parallel: docs/scaling-out.md
 """
 import contextlib
@@ -16,6 +17,7 @@ from mel.drin.run import evaluate_ranker
 from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from mel.gemel.experiment import load_experiment
 from mel.io.atomic import write_json, write_jsonl
+from mel.retrieval.linker import evaluate_retriever
 from mel.runs import files as runs
 from mel.runs.checkpoints import load_projector_checkpoint, read_projector_checkpoint
 from mel.runs.logs import project_logger
@@ -60,7 +62,8 @@ def evaluate_into(args, processes, ckpt, state, out, summary_file):
 
 
 def main(argv=None):
-    return params.run_script("evaluate", {"gemel": run, **{m: evaluate_ranker for m in params.RANKERS}}, argv)
+    return params.run_script("evaluate", {"gemel": run, "retriever": evaluate_retriever,
+                                          **{m: evaluate_ranker for m in params.RANKERS}}, argv)
 
 
 if __name__ == "__main__":

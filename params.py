@@ -22,7 +22,7 @@ from mel.runs.logs import project_logger, setup_logging
 
 logger = project_logger("params")
 
-METHODS = ("gemel", "drin", "ghmfc", "melhi")
+METHODS = ("gemel", "drin", "ghmfc", "melhi", "retriever")
 DESCRIPTIONS = {
     ("train", "gemel"): "Train GEMEL's visual prefix projector on a frozen LM",
     ("evaluate", "gemel"): "Evaluate a GEMEL checkpoint",
@@ -36,6 +36,7 @@ DESCRIPTIONS = {
     ("train", "melhi"): "Train MEL-HI (the baseline DRIN's repository ships)",
     ("evaluate", "melhi"): "Evaluate a MEL-HI checkpoint",
     ("link", "melhi"): "Rank the candidates of mentions of new text with a MEL-HI checkpoint",
+    ("evaluate", "retriever"): "Evaluate the candidate retriever as a linker: the first candidate of each list",
 }
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -404,10 +405,7 @@ def check_ranker_args(args, parser):
         args.edges = ",".join(e for e in EDGES if e in chosen)  # one spelling per set: it names the run
     if getattr(args, "top_k", None) is not None and args.top_k < 1:
         parser.error(f"--top_k must be positive, got {args.top_k}")
-    try:
-        args.hits = sorted({int(k) for k in args.hits.split(",")})
-    except ValueError:
-        parser.error("--hits takes comma-separated integers, e.g. 1,3,5")
+    parse_hits(args, parser)
     positive = ["batch_size", "eval_bs"] + ["hidden", "num_layers"] * (args.method == "drin") + \
         ["max_candidates"] * (args.max_candidates is not None)
     for name in positive:
@@ -418,10 +416,25 @@ def check_ranker_args(args, parser):
         parser.error("--train_epoch and --reset_optimizer_every must be >= 0")
 
 
+def parse_hits(args, parser):
+    try:
+        args.hits = sorted({int(k) for k in args.hits.split(",")})
+    except ValueError:
+        parser.error("--hits takes comma-separated integers, e.g. 1,3,5")
+    if not args.hits or args.hits[0] < 1:
+        parser.error(f"--hits takes positive integers, got {args.hits}")
+
+
+def add_retriever_flags(parser):
+    g = parser.add_argument_group("the retriever as a linker")
+    g.add_argument("--hits", default=",".join(map(str, DRIN_HITS)), help="k of Hits@k")
+
+
 # ----------------------------------------------------------------------------- main.py, infe.py, link.py
 
 METHOD_FLAGS = {"gemel": (add_gemel_flags, check_gemel_args),
-                **{m: (lambda parser, m=m: add_ranker_flags(parser, m), check_ranker_args) for m in RANKERS}}
+                **{m: (lambda parser, m=m: add_ranker_flags(parser, m), check_ranker_args) for m in RANKERS},
+                "retriever": (add_retriever_flags, parse_hits)}
 NUMERIC_FLAGS = {"--nil_threshold", "--lr", "--weight_decay", "--warmup_ratio", "--max_norm", "--adam_epsilon",
                  "--margin"}
 

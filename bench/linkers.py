@@ -5,12 +5,13 @@ For every (method, protocol, seed) it runs the scripts as a user would, in a fre
   * the candidate rankers (drin, ghmfc, melhi): `python main.py --method M --protocol P --random_seed S`;
   * GEMEL: `python main.py --random_seed S`, then `python infe.py --use_candidates` (leak_free) or
     `python infe.py --use_candidates --candidates_with_gold` (original: the gold put into every list, as the
-    rankers' original protocol does).
+    rankers' original protocol does);
+  * the retriever: `python infe.py --method retriever` once (nothing is trained; its lists' own order, leak_free).
 Prints test Hits@1/3/5 and MRR as mean ± standard deviation over the seeds, with the command of each row, and writes
 JSON to bench/results/linkers.json (or --out).
 
     python bench/linkers.py --methods drin --seeds 0,1,2,3,4                 # the demo (after prepare.py drin)
-    python bench/linkers.py --methods gemel,drin --seeds 0,1,2 -- --dataset demo
+    python bench/linkers.py --methods retriever,gemel,drin --seeds 0,1,2 -- --dataset demo
     python bench/linkers.py --render a.json b.json           # the rows of earlier runs as one Markdown table
 """
 import argparse
@@ -28,13 +29,14 @@ sys.path.insert(0, REPO)
 from mel.io.atomic import write_json  # noqa: E402
 
 RANKERS = ("drin", "ghmfc", "melhi")
+NAMES = {"retriever": "retriever", "gemel": "GEMEL", "drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI"}
 PROTOCOLS = ("leak_free", "original")
 SHOWN = ("hits@1", "hits@3", "hits@5", "mrr")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="drin", help="comma-separated: gemel and/or " + ", ".join(RANKERS))
+    p.add_argument("--methods", default="drin", help="comma-separated: retriever, gemel and/or " + ", ".join(RANKERS))
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated --random_seed values")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "linkers.json"))
     p.add_argument("--render", nargs="+", default=None, metavar="JSON",
@@ -73,7 +75,27 @@ def gemel_summaries(seed, flags, folder):
     return out
 
 
+def data_flags(flags):
+    """The flags naming the data (--dataset, --data_dir): all the retriever takes of the common ones."""
+    kept = []
+    for i, flag in enumerate(flags):
+        if flag in ("--dataset", "--data_dir") and i + 1 < len(flags):
+            kept += [flag, flags[i + 1]]
+        elif flag.split("=")[0] in ("--dataset", "--data_dir"):
+            kept.append(flag)
+    return kept
+
+
+def retriever_summary(flags, folder):
+    predictions = os.path.join(folder, "retriever.jsonl")
+    script(["infe.py", "--method", "retriever", "--hits", "1,3,5", "--predictions_file", predictions,
+            *data_flags(flags)], folder)
+    return json.load(open(os.path.splitext(predictions)[0] + ".summary.json", encoding="utf-8"))
+
+
 def command_of(method, protocol, flags):
+    if method == "retriever":
+        return f"python infe.py --method retriever {' '.join(data_flags(flags))}".strip()
     if method == "gemel":
         gold = " --candidates_with_gold" if protocol == "original" else ""
         return f"python main.py {' '.join(flags)}; python infe.py --use_candidates{gold} {' '.join(flags)}".strip()
@@ -84,12 +106,11 @@ def markdown(rows):
     """A Markdown table of result rows: mean ± standard deviation over the seeds, and each row's command."""
     lines = ["| system | protocol | Hits@1 | Hits@3 | Hits@5 | MRR | seeds | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    names = {"gemel": "GEMEL", "drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI"}
     for row in rows:
         cells = [f"{row[k]['mean']:.2f} ± {row[k]['std']:.2f}" for k in SHOWN[:3]]
         cells.append(f"{row['mrr']['mean']:.3f} ± {row['mrr']['std']:.3f}")
-        seeds = ",".join(map(str, row["seeds"]))
-        lines.append(f"| {names.get(row['method'], row['method'])} | {row['protocol']} | {' | '.join(cells)} | "
+        seeds = ",".join(map(str, row["seeds"])) or "–"
+        lines.append(f"| {NAMES.get(row['method'], row['method'])} | {row['protocol']} | {' | '.join(cells)} | "
                      f"{seeds} | `{row['command']}` |")
     return "\n".join(lines)
 
@@ -102,9 +123,13 @@ def main(argv=None):
         return rows
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = {(m, p): [] for m in methods for p in PROTOCOLS}
+    runs = {(m, p): [] for m in methods for p in PROTOCOLS if m != "retriever" or p == "leak_free"}
     start = time.time()
     for method in methods:
+        if method == "retriever":  # deterministic: one evaluation
+            with tempfile.TemporaryDirectory() as folder:
+                runs[(method, "leak_free")].append(retriever_summary(args.flags, folder))
+            continue
         for seed in seeds:
             with tempfile.TemporaryDirectory() as folder:
                 if method == "gemel":
@@ -117,17 +142,17 @@ def main(argv=None):
             print(f"{method} seed {seed} done ({time.time() - start:.0f} s)", flush=True)
     rows = []
     for (method, protocol), summaries in runs.items():
-        row = {"method": method, "protocol": protocol, "seeds": seeds, "command": command_of(method, protocol,
-                                                                                            args.flags)}
+        row = {"method": method, "protocol": protocol, "seeds": [] if method == "retriever" else seeds,
+               "command": command_of(method, protocol, args.flags)}
         for key in SHOWN:
             values = [s.get(key) for s in summaries if s.get(key) is not None]
             row[key] = {"mean": statistics.mean(values), "std": statistics.pstdev(values), "values": values}
         rows.append(row)
-    print(f"\n{'method':<8} {'protocol':<10} " + " ".join(f"{k:>15}" for k in SHOWN) + "   command")
+    print(f"\n{'method':<10} {'protocol':<10} " + " ".join(f"{k:>15}" for k in SHOWN) + "   command")
     for row in rows:
         cells = " ".join(f"{row[k]['mean']:>8.{3 if k == 'mrr' else 2}f} ± {row[k]['std']:<4.{3 if k == 'mrr' else 2}f}"
                          for k in SHOWN)
-        print(f"{row['method']:<8} {row['protocol']:<10} {cells}   {row['command']}")
+        print(f"{row['method']:<10} {row['protocol']:<10} {cells}   {row['command']}")
     write_json(args.out, {"seeds": seeds, "flags": args.flags, "rows": rows, "seconds": time.time() - start})
     print(f"\nwrote {args.out} ({time.time() - start:.0f} s)")
     return rows

@@ -31,11 +31,13 @@ def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "linkers.json"
-    rows = bench.main(["--methods", "drin", "--seeds", "0,1", "--out", str(out), "--", "--data_dir",
+    rows = bench.main(["--methods", "retriever,drin", "--seeds", "0,1", "--out", str(out), "--", "--data_dir",
                        drin_dataset["data_dir"], "--dataset", "tiny", "--hidden", "16", "--train_epoch", "1",
                        "--batch_size", "4"])
-    assert [(r["method"], r["protocol"]) for r in rows] == [("drin", "leak_free"), ("drin", "original")]
-    for row in rows:
+    assert [(r["method"], r["protocol"]) for r in rows] == [("retriever", "leak_free"), ("drin", "leak_free"),
+                                                            ("drin", "original")]
+    assert rows[0]["seeds"] == [] and rows[0]["hits@1"]["std"] == 0 and len(rows[0]["hits@1"]["values"]) == 1
+    for row in rows[1:]:
         hits = row["hits@1"]["values"]
         assert len(hits) == 2 and all(math.isclose(v * 3 / 100, round(v * 3 / 100)) for v in hits)  # of 3 mentions
         assert max(row["hits@5"]["values"]) <= 200 / 3 + 1e-9  # one test mention's gold is not listed
@@ -43,4 +45,5 @@ def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
         assert row["hits@5"]["mean"] >= row["hits@3"]["mean"] >= row["hits@1"]["mean"]
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
     table = bench.markdown(rows).splitlines()
-    assert len(table) == 4 and table[2].startswith("| DRIN | leak_free | ")
+    assert len(table) == 5 and table[2].startswith("| retriever | leak_free | ") and "| – |" in table[2]
+    assert table[3].startswith("| DRIN | leak_free | ")

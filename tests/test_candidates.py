@@ -135,3 +135,36 @@ def test_an_empty_knowledge_base_is_refused(tmp_path, tiny_dataset):
     with pytest.raises(SystemExit, match=r"entities\.txt: holds no entity name"):
         prepare.main(["candidates", "--data_dir", str(tmp_path), "--dataset", "tiny", "--simcse_model",
                       tiny_dataset["simcse_model"]])
+
+
+def test_the_retriever_evaluated_as_a_linker(drin_dataset, tmp_path):
+    """infe.py --method retriever: the first candidate is the answer, the list's order the ranking, a missing gold a
+    miss; the records and summary are written once and never replaced without --overwrite."""
+    from mel.io.datasets import read_split
+
+    folder = drin_dataset["folder"]
+    examples = read_split(f"{folder}/test.json")
+    lists = {row["line"]: row["candidates"] for row in map(json.loads, open(f"{folder}/candidates.test.jsonl"))}
+    ranks = [lists[ex["line"]].index(ex["target"]) + 1 if ex["target"] in lists[ex["line"]] else 0 for ex in examples]
+    assert 0 in ranks  # the tiny test split has a mention whose gold is not listed
+    out = tmp_path / "retriever.jsonl"
+    flags = ["--method", "retriever", "--data_dir", drin_dataset["data_dir"], "--dataset", "tiny", "--hits", "1,2",
+             "--predictions_file", str(out)]
+    summary = infe.main(flags)
+    assert summary["hits@1"] == pytest.approx(100 * sum(r == 1 for r in ranks) / len(ranks))
+    assert summary["hits@2"] == pytest.approx(100 * sum(0 < r <= 2 for r in ranks) / len(ranks))
+    assert summary["mrr"] == pytest.approx(sum(1 / r for r in ranks if r) / len(ranks))
+    assert summary["gold_listed"] == pytest.approx(100 * sum(r > 0 for r in ranks) / len(ranks))
+    records = [json.loads(line) for line in open(out)]
+    assert [r["prediction"] for r in records] == [lists[ex["line"]][0] for ex in examples]
+    assert [r["gold_rank"] or 0 for r in records] == ranks
+    assert json.load(open(tmp_path / "retriever.summary.json")) == json.loads(json.dumps(summary))
+    with pytest.raises(SystemExit, match="earlier evaluation"):
+        infe.main(flags)
+
+
+def test_the_retriever_without_candidates_says_how_to_build_them(tiny_dataset, tmp_path):
+    with pytest.raises(SystemExit, match=r"candidates\.test\.jsonl: candidate file not found\. Build it with "
+                                         r"`python prepare\.py candidates --dataset tiny`"):
+        infe.main(["--method", "retriever", "--data_dir", tiny_dataset["data_dir"], "--dataset", "tiny",
+                   "--ckpt_dir", str(tmp_path)])

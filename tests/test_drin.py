@@ -167,7 +167,7 @@ def test_released_triplet_loss_equals_the_released_code():
 def test_original_hits_by_hand():
     """Ties count as hits under the original protocol, as misses in leak_free; Hits over all mentions and over
     those whose gold is listed (the WikiDiverse correction)."""
-    from mel.drin.run import ranking_summary
+    from mel.runs.metrics import ranking_summary
 
     scores = torch.tensor([[0.9, 0.9, 0.1], [0.2, 0.8, 0.5], [0.3, 0.2, 0.1], [0.5, 0.4, 0.3]])
     gold = torch.tensor([1, 2, 0, -1])  # a tie at the top, rank 2, rank 1, not listed

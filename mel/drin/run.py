@@ -26,7 +26,7 @@ from mel.io.datasets import read_split
 from mel.models.loading import pick_device
 from mel.runs import files as runs
 from mel.runs.checkpoints import load_model_checkpoint, read_model_checkpoint, save_model_checkpoint
-from mel.runs.metrics import MetricsLog
+from mel.runs.metrics import MetricsLog, log_summary, ranking_summary
 
 logger = logging.getLogger(__name__)
 
@@ -66,29 +66,6 @@ def evaluate_ranking(model, split, args, device):
                         "prediction": ranked[0]["name"] if ranked else None,
                         "gold_rank": int(ranks[i]) or None, "candidates": ranked})
     return summary, records
-
-
-def ranking_summary(ranks, ks):
-    """Hits@k in % over all mentions (a gold missing from the list is a miss) and over the mentions whose gold is
-    listed (`hits@k_listed`: the original's WikiDiverse correction, Hits / (1 - share of missing golds)), and MRR.
-    ranks: (N,) 1-based gold ranks, 0 for a gold not listed."""
-    n, listed = len(ranks), int((ranks > 0).sum())
-    summary = {"gold_listed": 100.0 * listed / max(n, 1)}
-    for k in ks:
-        hits = int(((ranks > 0) & (ranks <= k)).sum())
-        summary[f"hits@{k}"] = 100.0 * hits / max(n, 1)
-        summary[f"hits@{k}_listed"] = 100.0 * hits / max(listed, 1)
-    summary["mrr"] = float(torch.where(ranks > 0, 1.0 / ranks.clamp(min=1), torch.zeros(())).mean()) if n else 0.0
-    return summary
-
-
-def log_summary(summary):
-    hits = "  ".join(f"H@{k.split('@')[1]} {v:.2f}" for k, v in summary.items()  # k past the list length = recall
-                     if k.startswith("hits@") and not k.endswith("_listed") and int(k[5:]) <= summary["candidates"])
-    listed = "  ".join(f"H@{k.split('@')[1].split('_')[0]} {v:.2f}" for k, v in summary.items()
-                       if k.startswith("hits@") and k.endswith("_listed") and int(k[5:-7]) <= summary["candidates"])
-    logger.info(f"{summary['split']}: {summary['examples']} mentions, {summary['protocol']}: {hits}  "
-                f"MRR {summary['mrr']:.4f}  (gold listed for {summary['gold_listed']:.1f} %; over those: {listed})")
 
 
 # ----------------------------------------------------------------------------- training

@@ -1,9 +1,15 @@
-"""A run's metrics: JSON rows appended to its log as training goes, optionally mirrored to an experiment tracker."""
+"""A run's metrics: JSON rows appended to its log as training goes, optionally mirrored to an experiment tracker;
+the ranking figures (Hits@k, MRR) of the linkers that rank candidate lists."""
 import json
+import logging
 import os
+
+import torch
 
 from mel.errors import DataError
 from mel.io.atomic import write_lines
+
+logger = logging.getLogger(__name__)
 
 
 class MetricsLog:
@@ -65,3 +71,27 @@ def start_tracker(report_to, log_dir, run_name, config):
     accelerator.init_trackers(run_name, config={k: v for k, v in config.items()
                                                 if isinstance(v, (int, float, str, bool))})
     return accelerator
+
+
+def ranking_summary(ranks, ks):
+    """Hits@k in % over all mentions (a gold missing from the list is a miss) and over the mentions whose gold is
+    listed (`hits@k_listed`: the original's WikiDiverse correction, Hits / (1 - share of missing golds)), and MRR.
+    ranks: (N,) 1-based gold ranks, 0 for a gold not listed."""
+    n, listed = len(ranks), int((ranks > 0).sum())
+    summary = {"gold_listed": 100.0 * listed / max(n, 1)}
+    for k in ks:
+        hits = int(((ranks > 0) & (ranks <= k)).sum())
+        summary[f"hits@{k}"] = 100.0 * hits / max(n, 1)
+        summary[f"hits@{k}_listed"] = 100.0 * hits / max(listed, 1)
+    summary["mrr"] = float(torch.where(ranks > 0, 1.0 / ranks.clamp(min=1), torch.zeros(())).mean()) if n else 0.0
+    return summary
+
+
+def log_summary(summary):
+    """One line of a ranking summary: Hits@k up to the list length, MRR, and the figures over listed golds."""
+    hits = "  ".join(f"H@{k.split('@')[1]} {v:.2f}" for k, v in summary.items()  # k past the list length = recall
+                     if k.startswith("hits@") and not k.endswith("_listed") and int(k[5:]) <= summary["candidates"])
+    listed = "  ".join(f"H@{k.split('@')[1].split('_')[0]} {v:.2f}" for k, v in summary.items()
+                       if k.startswith("hits@") and k.endswith("_listed") and int(k[5:-7]) <= summary["candidates"])
+    logger.info(f"{summary['split']}: {summary['examples']} mentions, {summary['protocol']}: {hits}  "
+                f"MRR {summary['mrr']:.4f}  (gold listed for {summary['gold_listed']:.1f} %; over those: {listed})")

@@ -14,6 +14,7 @@ from transformers import set_seed
 
 import params
 from mel.drin.run import evaluate_ranker
+from mel.fusion import run as fusion
 from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from mel.gemel.experiment import load_experiment
 from mel.io.atomic import write_json, write_jsonl
@@ -46,10 +47,12 @@ def evaluate_into(args, processes, ckpt, state, out, summary_file):
     settings = EvalSettings.from_args(args)
     if args.nil_threshold == "checkpoint":  # read now: a missing one fails before the LM loads
         settings = dataclasses.replace(settings, nil_threshold=runs.stored_nil_threshold(ckpt))
-    exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if args.nil_threshold == "dev" else
-                                                   [args.split])), processes)
+    needs_dev = args.nil_threshold == "dev" or fusion.dev_split_needed(args)
+    exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if needs_dev else [args.split])), processes)
     load_projector_checkpoint(exp.model.linear, ckpt, state)
     logger.info(f"Loaded {ckpt}")
+    if fusion.wanted(args):
+        return evaluate_fused_into(args, exp, settings, ckpt, out, summary_file)
     if args.nil_threshold == "dev":
         settings = nil_threshold_on_dev(exp, settings)
     result = evaluate(exp, exp.splits[args.split], settings)  # every process gets all records, in order
@@ -59,6 +62,18 @@ def evaluate_into(args, processes, ckpt, state, out, summary_file):
                                   **result.summary})
         logger.info(f"Wrote {len(result.records)} predictions to {out} and the summary to {summary_file}")
     return result.accuracy
+
+
+def evaluate_fused_into(args, exp, settings, ckpt, out, summary_file):
+    """--fusion / --fusion_weights: the split's candidates ranked by fused scores (mel/fusion/)."""
+    device = next(exp.model.linear.parameters()).device
+    chosen, ranker, dev = fusion.fusion_for(args, exp, settings, ckpt, device)
+    records, summary = fusion.evaluate_fused(exp, args.split, chosen, ranker, settings, device)
+    if exp.processes.is_main:
+        write_jsonl(out, records)
+        write_json(summary_file, {"checkpoint": ckpt, "split": args.split, "fusion_dev": dev, **summary})
+        logger.info(f"Wrote {len(records)} fused rankings to {out} and the summary to {summary_file}")
+    return summary["accuracy"]
 
 
 def main(argv=None):

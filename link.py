@@ -163,6 +163,9 @@ def run(args):
 
 
 def link(args, rows, where, base, examples, output):
+    if args.fusion != "none" or args.fusion_weights is not None:
+        raise DataError("link.py ranks with GEMEL's scores alone; fused scores (--fusion) are for infe.py and main.py, "
+                        "which read the retriever's scores from the candidate files")
     ckpt = runs.find_checkpoint(args)
     runs.check_checkpoint_config(ckpt, args)
     if args.nil_threshold == "dev":

@@ -18,6 +18,7 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 import params
 from mel.drin.run import train_ranker
 from mel.errors import DataError
+from mel.fusion import run as fusion
 from mel.gemel.evaluation import EvalSettings, evaluate, nil_threshold_on_dev
 from mel.gemel.experiment import load_experiment
 from mel.io.atomic import write_json, write_jsonl
@@ -205,6 +206,9 @@ def run(args):
         check_processes(args, processes)
         if args.nil_threshold == "checkpoint":
             raise DataError("--nil_threshold checkpoint is for infe.py and link.py; main.py takes a number or dev")
+        if args.fusion == "checkpoint":
+            raise DataError("--fusion checkpoint is for infe.py; main.py chooses the weights (--fusion dev) or takes "
+                            "them by hand (--fusion_weights)")
         check_tracker(args.report_to)
         lock = processes.on_main(lambda: runs.claim(files, args))  # the others wait; a refusal stops every process
         with lock or contextlib.nullcontext():  # the main process holds the run's files until it ends
@@ -239,8 +243,29 @@ def train_and_test(args, processes, files):
                             **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
                             "checkpoint": files.checkpoint})
         result["test_acc"] = test.accuracy
+    if fusion.wanted(args):
+        result.update(fuse(args, exp, settings, files, state, metrics))
     metrics.close()
     logger.info(json.dumps(result))
+    return result
+
+
+def fuse(args, exp, settings, files, state, metrics):
+    """--fusion dev / --fusion_weights: the fused linker's weights (chosen on dev with the best checkpoint) stored in
+    its config, and its test ranking written beside the test predictions."""
+    load_projector_checkpoint(exp.model.linear, files.checkpoint)
+    device = next(exp.model.linear.parameters()).device
+    chosen, ranker, dev = fusion.fusion_for(args, exp, settings, files.checkpoint, device)
+    if exp.processes.is_main:
+        write_json(files.config, {**runs.checkpoint_config(files.checkpoint),
+                                  fusion.STORED: fusion.stored(chosen, ranker, dev)})
+    result = {"fusion": chosen.as_dict()}
+    if args.do_test:
+        records, summary = fusion.evaluate_fused(exp, "test", chosen, ranker, settings, device)
+        if exp.processes.is_main:
+            write_jsonl(files.fused_test_predictions, records)
+            metrics.append({"step": state["global_step"], "test_fused": summary, "checkpoint": files.checkpoint})
+        result["test_fused_acc"] = summary["accuracy"]
     return result
 
 

@@ -15,7 +15,8 @@ import sys
 from mel.drin.features import CAPTIONS_FILE
 from mel.drin.model import EDGES
 from mel.drin.preprocessed import SLOTS
-from mel.errors import exit_on_error
+from mel.errors import DataError, exit_on_error
+from mel.fusion.weights import Fusion
 from mel.images.clip import DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS
 from mel.models.registry import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET, preset
 from mel.runs.logs import project_logger, setup_logging
@@ -188,6 +189,19 @@ def add_gemel_flags(parser):
                                "through transformers' attention interface (same results, more memory)"),
     ])
 
+    g = parser.add_argument_group("GEMEL fused with the retriever and a ranker (docs/evaluation.md)")
+    g.add_argument("--fusion", default="none", choices=("none", "dev", "checkpoint"),
+                   help="rank each mention's candidates (candidates.<split>.jsonl) by w_lm * the LM's score + "
+                        "w_retriever * the retriever's + w_ranker * --fusion_ranker's: dev chooses the weights and "
+                        "the LM's length penalty on dev (main.py stores them in the checkpoint's config), checkpoint "
+                        "uses the stored ones")
+    g.add_argument("--fusion_weights", default=None, metavar="NAME=W,...",
+                   help="the weights by hand, e.g. lm=1,retriever=0.3,ranker=3,length_penalty=1 (names left out: "
+                        "lm 1, the others 0, length penalty 1)")
+    g.add_argument("--fusion_ranker", default=None, metavar="CHECKPOINT",
+                   help="a DRIN, GHMFC or MEL-HI checkpoint (main.py --method ...) whose scores join the fusion; it "
+                        "reads the dataset folder's `prepare.py drin` features")
+
 
 def add_link_flags(parser):
     g = parser.add_argument_group("linking")
@@ -231,10 +245,13 @@ def check_gemel_args(args, parser):
                      f"got {args.train_epoch}")
     if args.ICL_examples_num < 0:
         parser.error(f"--ICL_examples_num must be >= 0, got {args.ICL_examples_num}")
-    if args.candidates_with_gold and not args.use_candidates:
-        parser.error("--candidates_with_gold needs --use_candidates")
-    if args.use_candidates and args.decoding == "reference":
-        parser.error("--use_candidates decodes with --decoding fast (per-example trees in one batch)")
+    fused = args.fusion != "none" or args.fusion_weights is not None
+    if args.candidates_with_gold and not (args.use_candidates or fused):
+        parser.error("--candidates_with_gold needs --use_candidates (or --fusion)")
+    if (args.use_candidates or fused) and args.decoding == "reference":
+        parser.error("--use_candidates and --fusion decode with --decoding fast (per-example trees in one batch)")
+    if fused:
+        check_fusion_flags(args, parser)
     check_numbers(args, parser, positive=("lr", "max_norm", "adam_epsilon"), at_least_zero=("weight_decay",),
                   fraction=("warmup_ratio",))
     if args.nil_threshold not in (None, "dev", "checkpoint"):
@@ -258,6 +275,19 @@ def check_numbers(args, parser, positive=(), at_least_zero=(), fraction=()):
             value = getattr(args, name)
             if not (math.isfinite(value) and ok(value)):
                 parser.error(f"--{name} must be {wanted}, got {value}")
+
+
+def check_fusion_flags(args, parser):
+    if args.keep_nil:
+        parser.error("--fusion ranks each mention's candidates and has no NIL answer: drop --keep_nil")
+    if args.fusion_weights is not None:
+        try:
+            Fusion.parse(args.fusion_weights)
+        except DataError as error:
+            parser.error(str(error))
+    if args.fusion_ranker is not None and not os.path.exists(args.fusion_ranker):
+        parser.error(f"--fusion_ranker {args.fusion_ranker}: checkpoint not found; train one with `python main.py "
+                     f"--method drin` (or ghmfc, melhi)")
 
 
 def parse_nil_threshold(value, fail):

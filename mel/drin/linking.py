@@ -6,7 +6,6 @@ entity features of the same dataset folder. A checkpoint trained on DRIN's prepr
 text: its features come from the original's detector and encoders, which are not here.
 """
 import os
-from types import SimpleNamespace
 
 from mel.drin.data import ENCODER_ATTRS, DrinSplit, EntityTable, resolve_slots
 from mel.drin.features import (
@@ -21,13 +20,11 @@ from mel.drin.features import (
     per_key,
     read_captions,
 )
-from mel.drin.run import ARCHITECTURE, NAMES, make_model, score
+from mel.drin.run import ARCHITECTURE, LEAK_FREE, NAMES, make_model, score
 from mel.errors import DataError
 from mel.models.loading import pick_device
 from mel.runs import files as runs
 from mel.runs.checkpoints import load_model_checkpoint, read_model_checkpoint
-
-LEAK_FREE = SimpleNamespace(protocol="leak_free", mention_mean="listed")  # no gold exists to append to new text
 
 
 def rank_candidates(args, rows, where, base, examples, image_features, image_path):

@@ -11,6 +11,7 @@ reports MRR and per-mention ranked candidates.
 import logging
 import os
 import time
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 ARCHITECTURE = {"drin": {"hidden": int, "num_layers": int, "edges": str, "edge_type": str, "vector_edges": bool},
                 "ghmfc": {}, "melhi": {}}
 NAMES = {"drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI"}
+# what scoring new text (or another linker's candidates) takes of a protocol: no gold exists to append
+LEAK_FREE = SimpleNamespace(protocol="leak_free", mention_mean="listed")
 
 
 # ----------------------------------------------------------------------------- scoring and metrics

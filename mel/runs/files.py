@@ -51,6 +51,7 @@ class RunFiles:
     config: str            # the run's flags and its best dev figure, JSON
     state: str             # training state for --resume: weights, optimizer, schedule, progress, RNG
     test_predictions: str  # the best checkpoint's test predictions, JSONL
+    fused_test_predictions: str  # its fused ranking of the test candidates (GEMEL --fusion), JSONL
     metrics: str           # training loss and dev figures over steps, JSONL
 
     @classmethod
@@ -59,6 +60,7 @@ class RunFiles:
         base = os.path.join(args.ckpt_dir, stem)
         return cls(checkpoint=base + CHECKPOINT_EXTENSION[args.method], config=base + ".json",
                    state=base + ".train_state.pt", test_predictions=base + ".test.predictions.jsonl",
+                   fused_test_predictions=base + ".test.fused.predictions.jsonl",
                    metrics=os.path.join(args.log_dir, f"{stem}.metrics.jsonl"))
 
     def existing(self):
@@ -187,6 +189,8 @@ def summary_path(predictions):
 def evaluation_outputs(args, ckpt):
     """(predictions JSONL, summary JSON, held RunLock) of `infe.py` for this checkpoint and split (claim_output)."""
     tag = f".{args.protocol}" if args.method != "gemel" else ""
+    if args.method == "gemel" and (args.fusion != "none" or args.fusion_weights is not None):
+        tag = ".fused"
     predictions = args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}{tag}.predictions.jsonl"
     lock = claim_output(predictions, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
                         also=[summary_path(predictions)])

@@ -140,7 +140,7 @@ def test_main_stores_the_fusion_and_infe_reads_it_back(fused_run, tmp_path, tiny
 
 def test_fusion_refusals_are_one_line(fused_run, tmp_path):
     common = fused_run["common"]
-    with pytest.raises(SystemExit, match=r"no fusion weights stored \(chosen_fusion\); choose them with `--fusion dev`"):
+    with pytest.raises(SystemExit, match=r"no fusion weights stored \(chosen_fusion\); choose them with `--fusion"):
         infe.main(common + ["--fusion", "checkpoint", "--predictions_file", str(tmp_path / "x.jsonl")])
     with pytest.raises(SystemExit, match="weighs a ranker's scores .* pass --fusion_ranker"):
         infe.main(common + ["--fusion_weights", "lm=1,ranker=2", "--predictions_file", str(tmp_path / "y.jsonl")])

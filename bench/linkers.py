@@ -6,7 +6,9 @@ For every (method, protocol, seed) it runs the scripts as a user would, in a fre
   * GEMEL: `python main.py --random_seed S`, then `python infe.py --use_candidates` (leak_free) or
     `python infe.py --use_candidates --candidates_with_gold` (original: the gold put into every list, as the
     rankers' original protocol does);
-  * the retriever: `python infe.py --method retriever` once (nothing is trained; its lists' own order, leak_free).
+  * the retriever: `python infe.py --method retriever` once (nothing is trained; its lists' own order, leak_free);
+  * the fused linkers, from the same GEMEL checkpoint: `python infe.py --fusion dev` (GEMEL + retriever, "fused") and
+    with `--fusion_ranker` a DRIN trained with the same seed ("fused_drin"), leak_free.
 Prints test Hits@1/3/5 and MRR as mean ± standard deviation over the seeds, with the command of each row, and writes
 JSON to bench/results/linkers.json (or --out).
 
@@ -15,6 +17,7 @@ JSON to bench/results/linkers.json (or --out).
     python bench/linkers.py --render a.json b.json           # the rows of earlier runs as one Markdown table
 """
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -29,14 +32,16 @@ sys.path.insert(0, REPO)
 from mel.io.atomic import write_json  # noqa: E402
 
 RANKERS = ("drin", "ghmfc", "melhi")
-NAMES = {"retriever": "retriever", "gemel": "GEMEL", "drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI"}
+NAMES = {"retriever": "retriever", "gemel": "GEMEL", "drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI",
+         "fused": "GEMEL + retriever, fused", "fused_drin": "GEMEL + retriever + DRIN, fused"}
 PROTOCOLS = ("leak_free", "original")
 SHOWN = ("hits@1", "hits@3", "hits@5", "mrr")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="drin", help="comma-separated: retriever, gemel and/or " + ", ".join(RANKERS))
+    p.add_argument("--methods", default="drin",
+                   help="comma-separated: retriever, gemel, fused, fused_drin and/or " + ", ".join(RANKERS))
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated --random_seed values")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "linkers.json"))
     p.add_argument("--render", nargs="+", default=None, metavar="JSON",
@@ -62,17 +67,46 @@ def ranker_summary(method, protocol, seed, flags, folder):
     return rows[-1]["test"]
 
 
-def gemel_summaries(seed, flags, folder):
-    """{protocol: test summary} of one trained GEMEL checkpoint among the same candidates."""
+GEMEL_FAMILY = ("gemel", "fused", "fused_drin")  # the linkers computed from one trained GEMEL checkpoint
+
+
+def gemel_summaries(seed, flags, folder, methods):
+    """{(method, protocol): test summary} of one trained GEMEL checkpoint among the same candidates: GEMEL's own
+    under both protocols ("gemel"), fused with the retriever ("fused") and also with a DRIN trained with the same
+    seed ("fused_drin"), weights chosen on dev."""
     script(["main.py", "--random_seed", str(seed), "--no-do_test", *flags], folder)
-    out = {}
-    for protocol, extra in (("leak_free", []), ("original", ["--candidates_with_gold"])):
-        predictions = os.path.join(folder, f"{protocol}.jsonl")
-        script(["infe.py", "--random_seed", str(seed), "--use_candidates", *extra, "--predictions_file",
-                predictions, *flags], folder)
+
+    def infe(name, *extra):
+        predictions = os.path.join(folder, f"{name}.jsonl")
+        script(["infe.py", "--random_seed", str(seed), *extra, "--predictions_file", predictions, *flags], folder)
         summary = json.load(open(os.path.splitext(predictions)[0] + ".summary.json", encoding="utf-8"))
-        out[protocol] = {**summary, "hits@1": summary["accuracy"]}
+        return {**summary, "hits@1": summary["accuracy"]}
+
+    out = {}
+    if "gemel" in methods:
+        out[("gemel", "leak_free")] = infe("leak_free", "--use_candidates")
+        # the original protocol puts the gold into every list: where every list holds it, nothing changes
+        out[("gemel", "original")] = out[("gemel", "leak_free")] if golds_listed(flags) else \
+            infe("original", "--use_candidates", "--candidates_with_gold")
+    if "fused" in methods:
+        out[("fused", "leak_free")] = infe("fused", "--fusion", "dev")
+    if "fused_drin" in methods:
+        script(["main.py", "--method", "drin", "--random_seed", str(seed), *data_flags(flags)], folder)
+        [ranker] = glob.glob(os.path.join(folder, "ckpt", "drin_*.pt"))
+        out[("fused_drin", "leak_free")] = infe("fused_drin", "--fusion", "dev", "--fusion_ranker", ranker)
     return out
+
+
+def golds_listed(flags):
+    """Whether every test mention's gold is in its candidate list (then the gold slot adds nothing)."""
+    from mel.io.datasets import read_split
+    from mel.retrieval.candidates import candidates_path, read_candidates
+
+    named = dict(zip(data_flags(flags)[::2], data_flags(flags)[1::2]))
+    folder = os.path.join(REPO, named.get("--data_dir", "data"), named.get("--dataset", "demo"))
+    examples = read_split(os.path.join(folder, "test.json"))
+    lists = read_candidates(candidates_path(folder, "test"), examples)
+    return all(ex["target"] in lists[ex["line"]] for ex in examples)
 
 
 def data_flags(flags):
@@ -94,12 +128,37 @@ def retriever_summary(flags, folder):
 
 
 def command_of(method, protocol, flags):
+    joined = " ".join(flags)
+    if method == "fused":
+        return f"python main.py {joined}; python infe.py --fusion dev {joined}".strip()
+    if method == "fused_drin":
+        return (f"python main.py {joined}; python main.py --method drin {' '.join(data_flags(flags))}; python infe.py "
+                f"--fusion dev --fusion_ranker checkpoint/drin_<dataset>_tt-ti-it-ii_dynamic.pt {joined}").strip()
     if method == "retriever":
         return f"python infe.py --method retriever {' '.join(data_flags(flags))}".strip()
     if method == "gemel":
         gold = " --candidates_with_gold" if protocol == "original" else ""
         return f"python main.py {' '.join(flags)}; python infe.py --use_candidates{gold} {' '.join(flags)}".strip()
     return f"python main.py --method {method} --protocol {protocol} {' '.join(flags)}".strip()
+
+
+def spread(values):
+    return {"mean": statistics.mean(values), "std": statistics.pstdev(values), "values": values}
+
+
+def merged(rows):
+    """Rows of several outputs, those of one (method, protocol) joined: their seeds and values together."""
+    out = {}
+    for row in rows:
+        key = (row["method"], row["protocol"])
+        if key not in out:
+            out[key] = json.loads(json.dumps(row))
+            continue
+        joined = out[key]
+        joined["seeds"] = joined["seeds"] + row["seeds"]
+        for name in SHOWN:
+            joined[name] = spread(joined[name]["values"] + row[name]["values"])
+    return list(out.values())
 
 
 def markdown(rows):
@@ -118,35 +177,36 @@ def markdown(rows):
 def main(argv=None):
     args = parse_args(argv)
     if args.render:
-        rows = [row for path in args.render for row in json.load(open(path, encoding="utf-8"))["rows"]]
+        rows = merged([row for path in args.render for row in json.load(open(path, encoding="utf-8"))["rows"]])
         print(markdown(rows))
         return rows
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = {(m, p): [] for m in methods for p in PROTOCOLS if m != "retriever" or p == "leak_free"}
+    runs = {}
     start = time.time()
-    for method in methods:
-        if method == "retriever":  # deterministic: one evaluation
-            with tempfile.TemporaryDirectory() as folder:
-                runs[(method, "leak_free")].append(retriever_summary(args.flags, folder))
-            continue
+    if "retriever" in methods:  # deterministic: one evaluation
+        with tempfile.TemporaryDirectory() as folder:
+            runs[("retriever", "leak_free")] = [retriever_summary(args.flags, folder)]
+    family = [m for m in methods if m in GEMEL_FAMILY]
+    for seed in seeds if family else []:
+        with tempfile.TemporaryDirectory() as folder:
+            for key, summary in gemel_summaries(seed, args.flags, folder, family).items():
+                runs.setdefault(key, []).append(summary)
+        print(f"{'+'.join(family)} seed {seed} done ({time.time() - start:.0f} s)", flush=True)
+    for method in [m for m in methods if m in RANKERS]:
         for seed in seeds:
             with tempfile.TemporaryDirectory() as folder:
-                if method == "gemel":
-                    for protocol, summary in gemel_summaries(seed, args.flags, folder).items():
-                        runs[(method, protocol)].append(summary)
-                    continue
                 for protocol in PROTOCOLS:
                     with tempfile.TemporaryDirectory(dir=folder) as sub:
-                        runs[(method, protocol)].append(ranker_summary(method, protocol, seed, args.flags, sub))
+                        runs.setdefault((method, protocol), []).append(
+                            ranker_summary(method, protocol, seed, args.flags, sub))
             print(f"{method} seed {seed} done ({time.time() - start:.0f} s)", flush=True)
     rows = []
     for (method, protocol), summaries in runs.items():
         row = {"method": method, "protocol": protocol, "seeds": [] if method == "retriever" else seeds,
                "command": command_of(method, protocol, args.flags)}
         for key in SHOWN:
-            values = [s.get(key) for s in summaries if s.get(key) is not None]
-            row[key] = {"mean": statistics.mean(values), "std": statistics.pstdev(values), "values": values}
+            row[key] = spread([s.get(key) for s in summaries if s.get(key) is not None])
         rows.append(row)
     print(f"\n{'method':<10} {'protocol':<10} " + " ".join(f"{k:>15}" for k in SHOWN) + "   command")
     for row in rows:

@@ -47,3 +47,7 @@ def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
     table = bench.markdown(rows).splitlines()
     assert len(table) == 5 and table[2].startswith("| retriever | leak_free | ") and "| – |" in table[2]
     assert table[3].startswith("| DRIN | leak_free | ")
+    twice = bench.merged(rows + rows)
+    assert [r["seeds"] for r in twice] == [[], [0, 1, 0, 1], [0, 1, 0, 1]]
+    assert twice[1]["hits@1"]["values"] == rows[1]["hits@1"]["values"] * 2
+    assert math.isclose(twice[1]["hits@1"]["mean"], rows[1]["hits@1"]["mean"])

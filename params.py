@@ -19,6 +19,7 @@ from mel.errors import DataError, exit_on_error
 from mel.fusion.weights import Fusion
 from mel.images.clip import DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS
 from mel.models.registry import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET, preset
+from mel.retrieval.candidates import RETRIEVERS
 from mel.runs.logs import project_logger, setup_logging
 
 logger = project_logger("params")
@@ -602,7 +603,12 @@ PREPARE_STEPS = {
     "clip": ("CLIP image features (HDF5), resumable", [IMAGE_SOURCE_FLAGS, CLIP_FLAGS]),
     "candidates": ("candidate entities per mention (sentence encoder + string similarity), recall@k",
                    [EMBEDDING_FLAGS, {"--num_candidates": dict(type=int, default=10,
-                                                               help="candidates kept per mention")}]),
+                                                               help="candidates kept per mention"),
+                                      "--retriever": dict(default="mention", choices=RETRIEVERS,
+                                                          help="mention: the mention string against the names "
+                                                               "(cosine + trigrams); context: also the mention's "
+                                                               "sentence against the entities' \"name: description\" "
+                                                               "(entities.jsonl)")}]),
     "drin": ("DRIN's features: entity and mention text, images, the image-text space (HDF5)",
              [DRIN_FEATURE_FLAGS, IMAGE_SOURCE_FLAGS]),
     "drin_release": ("convert DRIN's released raw data (WikiDiverse or WikiMEL) into the dataset folder",

@@ -149,7 +149,7 @@ def run(args):
             raise DataError(f"{names_file}: the knowledge base's entity names are needed (one per line)")
         splits = [s for s in SPLITS if os.path.exists(os.path.join(folder, f"{s}.json"))]
         build_candidates(folder, splits, read_entity_names(names_file), args.simcse_model, args.num_candidates,
-                         args.device, args.embed_batch_size, args.cache_dir)
+                         args.device, args.embed_batch_size, args.cache_dir, args.retriever)
     elif args.step == "drin":
         run_drin(args, folder)
     elif args.step == "drin_release":

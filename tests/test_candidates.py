@@ -10,7 +10,7 @@ import main as train_script
 import prepare
 from mel.decoding.beam_search import constrained_beam_search
 from mel.errors import DataError
-from mel.retrieval.candidates import rank_candidates, read_candidates, recall_at, with_gold
+from mel.retrieval.candidates import entity_texts, rank_candidates, read_candidates, recall_at, with_gold
 from mel.tree.candidate_trees import CandidateTrees
 from tiny import NAMES, left_padded_prompts, make_tree, tiny_lm, tiny_run_flags
 
@@ -75,6 +75,39 @@ def test_ranking_keeps_exact_names_and_uses_string_similarity():
     # the encoder thinks "Jordan" is closest to "Liverpool F.C."; the string match must still rank "Jordan" first
     ranked = rank_candidates(vectors[[4]], ["Jordan"], vectors, names, k=3, shortlist=1)
     assert ranked[0][0][0] == "Jordan" and "Liverpool F.C." in ranked[0][0]
+
+
+def test_the_context_retriever_adds_the_sentence_against_the_entity_texts():
+    names = ["Jordan", "Michael Jordan", "Jordan River"]
+    mention = np.array([[0.0, 1.0, 1.0]])  # as close to "Michael Jordan" as to "Jordan River"
+    name_vectors = np.eye(3, dtype=np.float32)
+    without = dict(zip(*rank_candidates(mention, ["Jordan"], name_vectors, names, k=3)[0]))
+    lower = min(("Michael Jordan", "Jordan River"), key=without.get)
+    higher = ({"Michael Jordan", "Jordan River"} - {lower}).pop()
+    # the sentence's vector matches the description of the one the mention alone ranks lower
+    sentence, texts = name_vectors[[names.index(lower)]], np.eye(3, dtype=np.float32)
+    ranked = rank_candidates(mention, ["Jordan"], name_vectors, names, k=3, context=(sentence, texts))
+    scores = dict(zip(*ranked[0]))
+    assert scores[lower] == pytest.approx(without[lower] + 1.0, abs=1e-6)  # + cos(sentence, its text) = 1
+    assert scores[higher] == pytest.approx(without[higher], abs=1e-6) and scores[lower] > scores[higher]
+    assert scores["Jordan"] == pytest.approx(without["Jordan"], abs=1e-6)
+
+
+def test_entity_texts_take_descriptions_where_there_are_some(tmp_path):
+    rows = [{"name": "Paris", "description": "capital of France"}, {"name": "Paris Hilton", "description": ""}]
+    (tmp_path / "entities.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert entity_texts(str(tmp_path), ["Paris", "Paris Hilton", "Texas"]) == ["Paris: capital of France",
+                                                                               "Paris Hilton", "Texas"]
+    assert entity_texts(str(tmp_path / "none"), ["Paris"]) == ["Paris"]
+
+
+def test_prepare_candidates_with_the_context_retriever(drin_dataset, tiny_dataset, tmp_path):
+    shutil.copytree(drin_dataset["folder"], tmp_path / "tiny")
+    assert prepare.main(["candidates", "--data_dir", str(tmp_path), "--dataset", "tiny", "--simcse_model",
+                         tiny_dataset["simcse_model"], "--num_candidates", "3", "--retriever", "context"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "tiny" / "candidates.test.jsonl")]
+    assert all(len(r["candidates"]) == 3 and len(r["scores"]) == 3 for r in rows)
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in rows)
 
 
 @pytest.fixture(scope="module")

@@ -81,13 +81,23 @@ def string_similarity(a, b):
     return len(x & y) / max(len(x | y), 1)
 
 
-def rank_candidates(mention_vectors, mentions, name_vectors, names, k, shortlist=100):
-    """Per mention the k best names and scores: the encoder's `shortlist` most similar names (cosine) plus names
-    equal to the mention (case aside), reranked by cosine + trigram similarity of the strings."""
-    def unit(m):
-        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+RETRIEVERS = ("mention", "context")
 
-    cosine = unit(np.asarray(mention_vectors, np.float32)) @ unit(np.asarray(name_vectors, np.float32)).T  # (M, N)
+
+def _unit(matrix):
+    matrix = np.asarray(matrix, np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def rank_candidates(mention_vectors, mentions, name_vectors, names, k, shortlist=100, context=None):
+    """Per mention the k best names and scores: the encoder's `shortlist` most similar names (cosine) plus names
+    equal to the mention (case aside), reranked by cosine + trigram similarity of the strings.
+
+    context: (sentence vectors (M, D), entity text vectors (N, D)) for the context retriever: the `shortlist` entities
+    whose text ("name: description") is closest to the mention's sentence join the pool, and that cosine is added
+    to the score."""
+    cosine = _unit(mention_vectors) @ _unit(name_vectors).T  # (M, N)
+    in_context = _unit(context[0]) @ _unit(context[1]).T if context is not None else None
     shortlist = min(shortlist, len(names))
     exact = {}
     for index, name in enumerate(names):
@@ -96,27 +106,58 @@ def rank_candidates(mention_vectors, mentions, name_vectors, names, k, shortlist
     for row, mention in enumerate(mentions):
         pool = set(np.argpartition(-cosine[row], shortlist - 1)[:shortlist].tolist())
         pool.update(exact.get(mention.lower(), []))
-        scored = sorted(((float(cosine[row, i]) + string_similarity(mention, names[i]), i) for i in pool),
-                        key=lambda pair: (-pair[0], pair[1]))[:k]
-        ranked.append(([names[i] for _, i in scored], [round(score, 6) for score, _ in scored]))
+        if in_context is not None:
+            pool.update(np.argpartition(-in_context[row], shortlist - 1)[:shortlist].tolist())
+
+        def score(i, row=row, mention=mention):
+            extra = float(in_context[row, i]) if in_context is not None else 0.0
+            return float(cosine[row, i]) + string_similarity(mention, names[i]) + extra
+
+        scored = sorted(((score(i), i) for i in pool), key=lambda pair: (-pair[0], pair[1]))[:k]
+        ranked.append(([names[i] for _, i in scored], [round(value, 6) for value, _ in scored]))
     return ranked
 
 
-def build_candidates(dataset_dir, splits, names, encoder_name, k, device=None, batch_size=128, cache_dir=None):
-    """Write candidates.<split>.jsonl for each split; returns {split: recall@k dict}."""
+def entity_texts(dataset_dir, names):
+    """Each name's text for the context retriever: "name: description" from entities.jsonl where it has one (the
+    name alone otherwise, or for every name when there is no entities.jsonl)."""
+    path = os.path.join(dataset_dir, "entities.jsonl")
+    described = {}
+    if os.path.exists(path):
+        for number, row in read_jsonl_objects(path):
+            if not isinstance(row.get("name"), str) or not isinstance(row.get("description", ""), str):
+                raise DataError(f"{path}, line {number}: expected {{\"name\": string, \"description\": string, ...}}")
+            if row.get("description"):
+                described[row["name"]] = f"{row['name']}: {row['description']}"
+    if not described:
+        logger.info(f"{path}: no entity descriptions; the context retriever compares sentences with names alone")
+    return [described.get(name, name) for name in names]
+
+
+def build_candidates(dataset_dir, splits, names, encoder_name, k, device=None, batch_size=128, cache_dir=None,
+                     retriever="mention"):
+    """Write candidates.<split>.jsonl for each split; returns {split: recall@k dict}. retriever: "mention" (the
+    mention string against the names) or "context" (also the mention's sentence against the entities' texts)."""
     from mel.io.atomic import write_jsonl
     from mel.io.datasets import read_split
     from mel.models.loading import pick_device
     from mel.retrieval.encoder import MentionEncoder
 
     encoder = MentionEncoder(encoder_name, device=str(pick_device(device)), cache_dir=cache_dir)
-    logger.info(f"Embedding {len(names):,} entity names with {encoder_name}")
+    logger.info(f"Embedding {len(names):,} entity names with {encoder_name} ({retriever} retriever)")
     name_vectors = encoder.encode(names, batch_size=batch_size, progress=True)
+    text_vectors = None
+    if retriever == "context":
+        text_vectors = encoder.encode(entity_texts(dataset_dir, names), batch_size=batch_size, progress=True)
     recalls = {}
     for split in splits:
         examples = read_split(os.path.join(dataset_dir, f"{split}.json"), keep_nil=True)  # lists for NIL lines too
         mentions = [ex["mention"] for ex in examples]
-        ranked = rank_candidates(encoder.encode(mentions, batch_size=batch_size), mentions, name_vectors, names, k)
+        context = None
+        if text_vectors is not None:
+            context = (encoder.encode([ex["text"] for ex in examples], batch_size=batch_size), text_vectors)
+        ranked = rank_candidates(encoder.encode(mentions, batch_size=batch_size), mentions, name_vectors, names, k,
+                                 context=context)
         rows = [{"line": ex["line"], "mention": ex["mention"], "candidates": cands, "scores": scores}
                 for ex, (cands, scores) in zip(examples, ranked)]
         path = candidates_path(dataset_dir, split)

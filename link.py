@@ -18,6 +18,10 @@ Output lines (in input order, written atomically) add `mention` and `entities`: 
 and with --nil_threshold (a number, or `checkpoint` for the one main.py chose on dev) `nil`: whether the best name's
 score is below it, i.e. the mention likely names no entity of the knowledge base.
 
+With --fusion checkpoint (the weights main.py --fusion dev stored) or --fusion_weights, each line's `candidates` are
+ranked by the weighted sum of the LM's scores, the retriever's (a line's `candidate_scores`, one per candidate; minus
+the list position without them) and --fusion_ranker's, and each entity lists every signal (docs/evaluation.md).
+
 With --method drin, ghmfc or melhi every line needs `candidates`, entities of the dataset's entities.jsonl, and
 `entities` holds all of them (or --top_k) with the checkpoint's scores, best first. The mention's features are
 computed as `prepare.py drin` computed the training data's, with the encoders the checkpoint's config records; its
@@ -28,6 +32,7 @@ protocol the checkpoint was trained under: no gold exists to append.
 """
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -94,7 +99,14 @@ def to_example(row, index, at):
     for key in ("image", "image_key"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise DataError(f"{at}: `{key}` must be a string, got {json.dumps(row[key])}")
-    return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates, "at": at}
+    scores = row.get("candidate_scores")
+    if scores is not None and not (isinstance(candidates, list) and isinstance(scores, list)
+                                   and len(scores) == len(candidates) and all(
+                                       isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                       for v in scores)):
+        raise DataError(f"{at}: `candidate_scores` must be one finite number per candidate (the retriever's scores)")
+    return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates,
+            "candidate_scores": scores, "at": at}
 
 
 def image_path(row, base):
@@ -163,9 +175,12 @@ def run(args):
 
 
 def link(args, rows, where, base, examples, output):
-    if args.fusion != "none" or args.fusion_weights is not None:
-        raise DataError("link.py ranks with GEMEL's scores alone; fused scores (--fusion) are for infe.py and main.py, "
-                        "which read the retriever's scores from the candidate files")
+    fused = args.fusion != "none" or args.fusion_weights is not None
+    if fused and examples[0]["candidates"] is None:
+        raise DataError(f"{where[0]}: --fusion ranks each mention's candidates: give `candidates` on every line")
+    if args.fusion == "dev":
+        raise DataError("link.py has no gold labels to choose fusion weights on: use --fusion checkpoint (the weights "
+                        "main.py --fusion dev stored) or --fusion_weights")
     ckpt = runs.find_checkpoint(args)
     runs.check_checkpoint_config(ckpt, args)
     if args.nil_threshold == "dev":
@@ -183,6 +198,8 @@ def link(args, rows, where, base, examples, output):
         candidates = {ex["line"]: ex["candidates"] for ex in examples}
         check_candidates_in_tree(exp.tokenizer, exp.tree, candidates, lambda line: where[line - 1])
     split = exp.make_split("input", examples, images, candidates)
+    if fused:
+        return emit(link_fused(args, exp, split, settings, ckpt, rows, where, base), output)
     top_k = args.top_k or args.num_beams
     linked = [None] * len(rows)
     for batch_idx, ranked in decode(exp, split, settings):
@@ -192,6 +209,39 @@ def link(args, rows, where, base, examples, output):
             if settings.nil_threshold is not None:  # the NIL decision: no entity of the KB fits well enough
                 linked[i]["nil"] = predicts_nil(entities[0]["score"], settings.nil_threshold)
     return emit(linked, output)
+
+
+def link_fused(args, exp, split, settings, ckpt, rows, where, base):
+    """--fusion checkpoint / --fusion_weights: each mention's candidates ranked by the weighted sum of the LM's
+    scores, the retriever's (`candidate_scores`, else minus the list position) and the ranker's."""
+    from mel.drin.linking import args_for, rank_candidates
+    from mel.fusion.run import fusion_for
+    from mel.fusion.scores import assemble, lm_scores
+    from mel.fusion.weights import fused_scores, ranking
+
+    device = next(exp.model.linear.parameters()).device
+    chosen, ranker, _ = fusion_for(args, exp, settings, ckpt, device)
+    lm, lengths = lm_scores(exp, split, settings)
+    retrieved = {}
+    for ex in split.examples:
+        values = ex["candidate_scores"] or [-float(i) for i in range(len(ex["candidates"]))]
+        retrieved[ex["line"]] = {}
+        for name, value in zip(ex["candidates"], values):
+            retrieved[ex["line"]].setdefault(name, float(value))
+    ranked = None
+    if chosen.ranker:
+        ranker_args = args_for(ranker, args)
+        ranked = {ex["line"]: dict(pairs) for ex, pairs in
+                  zip(split.examples, rank_candidates(ranker_args, rows, where, base, split.examples, image_features,
+                                                      image_path))}
+    scores = assemble("input", split.examples, split.candidates, lm, lengths, retrieved, ranked)
+    fused, order = fused_scores(scores, chosen), ranking(scores, chosen)
+    linked = []
+    for i, (row, ex) in enumerate(zip(rows, split.examples)):
+        entities = [{"name": scores.names[i][j], "score": float(fused[i, j]), **scores.signals_of(i, j)}
+                    for j in order[i] if scores.mask[i, j]]
+        linked.append({**row, "mention": ex["mention"], "entities": entities[:args.top_k or len(entities)]})
+    return linked
 
 
 def link_with_ranker(args, rows, where, base, examples, output):

@@ -11,6 +11,7 @@ import main
 from mel.errors import DataError
 from mel.fusion.scores import CandidateScores, _below_the_rest
 from mel.fusion.weights import Fusion, choose_on_dev, fused_scores, hits_and_mrr, ranking
+from mel.io.datasets import read_split
 from tiny import tiny_run_flags
 
 
@@ -148,3 +149,34 @@ def test_fusion_refusals_are_one_line(fused_run, tmp_path):
         infe.main(common + ["--fusion", "dev", "--keep_nil"])
     with pytest.raises(SystemExit):
         infe.main(common + ["--fusion_weights", "lm=banana"])
+
+
+def test_link_fuses_new_text_with_the_same_signals(fused_run, tmp_path):
+    """link.py --fusion_weights: LM-only equals GEMEL's link among the candidates with a beam each; the ranker's
+    signal is what link.py --method drin gives the same lines; the retriever's is `candidate_scores`."""
+    import link
+
+    folder = fused_run["root"] / "data" / "tiny"
+    lists = {r["line"]: r["candidates"] for r in read(folder / "candidates.test.jsonl")}
+    rows = [{"text": ex["text"], "mention": ex["mention"], "image_key": ex["img_url"], "candidates": lists[ex["line"]],
+             "candidate_scores": [float(len(lists[ex["line"]]) - i) for i in range(len(lists[ex["line"]]))]}
+            for ex in read_split(str(folder / "test.json"))]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = fused_run["common"]
+    gemel = link.main(common + ["--input", str(source), "--output", str(tmp_path / "g.jsonl"), "--num_beams", "4"])
+    fused = link.main(common + ["--input", str(source), "--output", str(tmp_path / "f.jsonl"), "--fusion_weights",
+                                "lm=1,ranker=1", "--fusion_ranker", fused_run["ranker"]])
+    drin = link.main(["--method", "drin", "--data_dir", str(fused_run["root"] / "data"), "--dataset", "tiny",
+                      "--ckpt_dir", str(fused_run["root"] / "ckpt"), "--hidden", "16", "--input", str(source),
+                      "--output", str(tmp_path / "d.jsonl")])
+    for g, f, d, row in zip(gemel, fused, drin, rows):
+        lm = {e["name"]: e["score"] for e in g["entities"]}
+        ranker = {e["name"]: e["score"] for e in d["entities"]}
+        assert {e["name"] for e in f["entities"]} == set(row["candidates"]) == set(lm)
+        for entry in f["entities"]:
+            assert entry["lm"] == lm[entry["name"]]
+            assert entry["ranker"] == pytest.approx(ranker[entry["name"]], abs=1e-5)
+            assert entry["retriever"] == row["candidate_scores"][row["candidates"].index(entry["name"])]
+            assert entry["score"] == pytest.approx(entry["lm"] + entry["ranker"], abs=1e-9)
+        assert [e["score"] for e in f["entities"]] == sorted((e["score"] for e in f["entities"]), reverse=True)

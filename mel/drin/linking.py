@@ -6,6 +6,7 @@ entity features of the same dataset folder. A checkpoint trained on DRIN's prepr
 text: its features come from the original's detector and encoders, which are not here.
 """
 import os
+from types import SimpleNamespace
 
 from mel.drin.data import ENCODER_ATTRS, DrinSplit, EntityTable, resolve_slots
 from mel.drin.features import (
@@ -71,6 +72,19 @@ def rank_candidates(args, rows, where, base, examples, image_features, image_pat
                         key=lambda pair: -pair[0])  # stable: ties keep the list's order
         ranked.append([(split.entity_name(row), round(s, 6)) for s, row in listed])
     return ranked
+
+
+def args_for(checkpoint, args):
+    """The flags rank_candidates reads, for a ranker checkpoint named by path (link.py's --fusion_ranker): its own
+    training flags from its config JSON, the data and devices of `args`."""
+    config = runs.checkpoint_config(checkpoint)
+    if config.get("method") not in ARCHITECTURE:
+        raise DataError(f"--fusion_ranker {checkpoint}: its config JSON names no ranker method (drin, ghmfc, melhi); "
+                        f"give a checkpoint `python main.py --method drin` wrote, with its .json beside it")
+    return SimpleNamespace(**{**config, "best_ckpt": checkpoint, "ckpt_dir": os.path.dirname(checkpoint),
+                              "preprocess_dir": None, "dataset": args.dataset, "dataset_dir": args.dataset_dir,
+                              "device": args.device, "cache_dir": args.cache_dir, "clip_model": args.clip_model,
+                              "eval_bs": config.get("eval_bs") or 256})
 
 
 def recorded_encoders(ckpt, entities, dataset_dir):

@@ -113,28 +113,36 @@ def ranker_scores(checkpoint, dataset_dir, dataset, split_name, examples, device
 
 
 def collect(exp, split, settings, ranker=None, device=None):
-    """CandidateScores of a candidate Split (split.candidates set), the ranker's when `ranker` (a checkpoint) is
-    given. A name the LM could not finish (longer than the decoding allows) scores FELL_OFF_TREE_SCORE; a name the
-    retriever's file or the ranker does not score (the gold --candidates_with_gold adds) scores 1 below the lowest
-    of its list."""
+    """CandidateScores of a candidate Split (split.candidates set) of a dataset split, the ranker's when `ranker` (a
+    checkpoint) is given."""
     if split.candidates is None:
         raise DataError("fused scores need candidate lists: pass --use_candidates (prepare.py candidates builds them)")
     args = exp.args
-    names, gold, mask = slots_of(split.examples, split.candidates)
-    lines = [ex["line"] for ex in split.examples]
+    lines = {ex["line"] for ex in split.examples}
     lm, lengths = lm_scores(exp, split, settings)
-    lm_average = _matrix(names, mask, lambda i: lm.get(lines[i], {}))
-    missing = int((np.isnan(lm_average) & mask).sum())
-    if missing:
-        logger.info(f"{split.name}: {missing} candidate(s) got no LM score (their decoded text differs from the "
-                    f"name, or they are too long): they score {FELL_OFF_TREE_SCORE}")
-    retrieved = retriever_scores(candidates_path(args.dataset_dir, split.name), set(lines))
-    scores = CandidateScores(lines, names, gold, mask, np.nan_to_num(lm_average, nan=FELL_OFF_TREE_SCORE),
-                             np.where(mask, _matrix(names, mask, lambda i: lengths, fill=1.0), 1.0),
-                             _below_the_rest(_matrix(names, mask, lambda i: retrieved.get(lines[i], {})), mask))
+    retrieved = retriever_scores(candidates_path(args.dataset_dir, split.name), lines)
+    ranked = None
     if ranker is not None:
         ranked = ranker_scores(ranker, args.dataset_dir, args.dataset, split.name, split.examples,
                                device or torch.device("cpu"))
+    return assemble(split.name, split.examples, split.candidates, lm, lengths, retrieved, ranked)
+
+
+def assemble(name, examples, lists, lm, lengths, retrieved, ranked=None):
+    """CandidateScores from each signal's {line: {name: score}} (`lengths`: {name: tokens with EOS}). A name the LM
+    could not finish (longer than the decoding allows) scores FELL_OFF_TREE_SCORE; a name the retriever or the
+    ranker does not score (the gold --candidates_with_gold adds) scores 1 below the lowest of its list."""
+    names, gold, mask = slots_of(examples, lists)
+    lines = [ex["line"] for ex in examples]
+    lm_average = _matrix(names, mask, lambda i: lm.get(lines[i], {}))
+    missing = int((np.isnan(lm_average) & mask).sum())
+    if missing:
+        logger.info(f"{name}: {missing} candidate(s) got no LM score (their decoded text differs from the name, or "
+                    f"they are too long): they score {FELL_OFF_TREE_SCORE}")
+    scores = CandidateScores(lines, names, gold, mask, np.nan_to_num(lm_average, nan=FELL_OFF_TREE_SCORE),
+                             np.where(mask, _matrix(names, mask, lambda i: lengths, fill=1.0), 1.0),
+                             _below_the_rest(_matrix(names, mask, lambda i: retrieved.get(lines[i], {})), mask))
+    if ranked is not None:
         scores.ranker = _below_the_rest(_matrix(names, mask, lambda i: ranked.get(lines[i], {})), mask)
     return scores
 

@@ -5,9 +5,10 @@
     models/     model registry and dataset presets; devices, tokenizers, LMs, GGUF
     tree/       the prefix tree of entity names (torch-free), its files, per-example candidate trees
     decoding/   constrained beam search and its shared-prompt KV cache
-    retrieval/  sentence encoder, demonstration retrieval, candidate lists
+    retrieval/  sentence encoder, demonstration retrieval, candidate lists, the retriever as a linker
     images/     image features (CLIP or any vision model with a pooler)
     runs/       run files (claim, resume, outputs), checkpoints, metrics, processes, logging
     gemel/      GEMEL's set-up and evaluation (its model is model.py, its prompts utils.py)
-    drin/       DRIN: model, features, data, training and evaluation, released-data converter
+    drin/       DRIN, GHMFC, MEL-HI: models, features, data, training and evaluation, linking, DRIN's release
+    fusion/     fused candidate scores: the LM's, the retriever's and a ranker's, weights chosen on dev
 """

@@ -3,6 +3,7 @@ candidates with as many beams as the longest list, so that no candidate is prune
 the retriever's (the candidate file's `scores`) and a trained ranker's (a DRIN, GHMFC or MEL-HI checkpoint)."""
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,10 +72,11 @@ def retriever_scores(path, lines):
     retriever score is minus its list position (the file's order is the retriever's ranking)."""
     rows = {row["line"]: row for _, row in read_jsonl_objects(path) if row.get("line") in lines}
     scored = all(isinstance(row.get("scores"), list) and len(row["scores"]) == len(row["candidates"])
-                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row["scores"])
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                         for v in row["scores"])
                  for row in rows.values())
     if not scored:
-        logger.info(f"{path}: not every line has `scores`; the retriever's score is minus the list position")
+        logger.info(f"{path}: not every line has finite `scores`; the retriever's score is minus the list position")
     out = {}
     for line, row in rows.items():
         values = row["scores"] if scored else [-float(i) for i in range(len(row["candidates"]))]

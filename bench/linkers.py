@@ -142,6 +142,18 @@ def command_of(method, protocol, flags):
     return f"python main.py --method {method} --protocol {protocol} {' '.join(flags)}".strip()
 
 
+def table_rows(runs, flags):
+    """One row per (method, protocol): each metric's mean, spread and values over the seeds run so far."""
+    rows = []
+    for (method, protocol), done in runs.items():
+        row = {"method": method, "protocol": protocol, "seeds": [seed for seed, _ in done if seed is not None],
+               "command": command_of(method, protocol, flags)}
+        for key in SHOWN:
+            row[key] = spread([s[key] for _, s in done if s.get(key) is not None])
+        rows.append(row)
+    return rows
+
+
 def spread(values):
     return {"mean": statistics.mean(values), "std": statistics.pstdev(values), "values": values}
 
@@ -182,16 +194,26 @@ def main(argv=None):
         return rows
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = {}
+    runs = {}  # (method, protocol) -> [(seed or None, test summary)]
     start = time.time()
+
+    def save(complete):
+        """Every finished run so far: a benchmark stopped midway keeps the seeds it completed."""
+        rows = table_rows(runs, args.flags)
+        write_json(args.out, {"seeds": seeds, "flags": args.flags, "rows": rows, "complete": complete,
+                              "seconds": time.time() - start})
+        return rows
+
     if "retriever" in methods:  # deterministic: one evaluation
         with tempfile.TemporaryDirectory() as folder:
-            runs[("retriever", "leak_free")] = [retriever_summary(args.flags, folder)]
+            runs[("retriever", "leak_free")] = [(None, retriever_summary(args.flags, folder))]
+        save(False)
     family = [m for m in methods if m in GEMEL_FAMILY]
     for seed in seeds if family else []:
         with tempfile.TemporaryDirectory() as folder:
             for key, summary in gemel_summaries(seed, args.flags, folder, family).items():
-                runs.setdefault(key, []).append(summary)
+                runs.setdefault(key, []).append((seed, summary))
+        save(False)
         print(f"{'+'.join(family)} seed {seed} done ({time.time() - start:.0f} s)", flush=True)
     for method in [m for m in methods if m in RANKERS]:
         for seed in seeds:
@@ -199,21 +221,15 @@ def main(argv=None):
                 for protocol in PROTOCOLS:
                     with tempfile.TemporaryDirectory(dir=folder) as sub:
                         runs.setdefault((method, protocol), []).append(
-                            ranker_summary(method, protocol, seed, args.flags, sub))
+                            (seed, ranker_summary(method, protocol, seed, args.flags, sub)))
+            save(False)
             print(f"{method} seed {seed} done ({time.time() - start:.0f} s)", flush=True)
-    rows = []
-    for (method, protocol), summaries in runs.items():
-        row = {"method": method, "protocol": protocol, "seeds": [] if method == "retriever" else seeds,
-               "command": command_of(method, protocol, args.flags)}
-        for key in SHOWN:
-            row[key] = spread([s.get(key) for s in summaries if s.get(key) is not None])
-        rows.append(row)
+    rows = save(True)
     print(f"\n{'method':<10} {'protocol':<10} " + " ".join(f"{k:>15}" for k in SHOWN) + "   command")
     for row in rows:
         cells = " ".join(f"{row[k]['mean']:>8.{3 if k == 'mrr' else 2}f} ± {row[k]['std']:<4.{3 if k == 'mrr' else 2}f}"
                          for k in SHOWN)
         print(f"{row['method']:<10} {row['protocol']:<10} {cells}   {row['command']}")
-    write_json(args.out, {"seeds": seeds, "flags": args.flags, "rows": rows, "seconds": time.time() - start})
     print(f"\nwrote {args.out} ({time.time() - start:.0f} s)")
     return rows
 

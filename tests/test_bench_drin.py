@@ -6,6 +6,8 @@ import math
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -44,6 +46,7 @@ def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
         assert math.isclose(row["hits@1"]["mean"], sum(hits) / 2)
         assert row["hits@5"]["mean"] >= row["hits@3"]["mean"] >= row["hits@1"]["mean"]
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
+    assert json.loads(out.read_text())["complete"] is True
     table = bench.markdown(rows).splitlines()
     assert len(table) == 5 and table[2].startswith("| retriever | leak_free | ") and "| – |" in table[2]
     assert table[3].startswith("| DRIN | leak_free | ")
@@ -51,3 +54,25 @@ def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
     assert [r["seeds"] for r in twice] == [[], [0, 1, 0, 1], [0, 1, 0, 1]]
     assert twice[1]["hits@1"]["values"] == rows[1]["hits@1"]["values"] * 2
     assert math.isclose(twice[1]["hits@1"]["mean"], rows[1]["hits@1"]["mean"])
+
+
+def test_linkers_keeps_the_seeds_finished_before_a_failure(tmp_path, monkeypatch):
+    """A benchmark stopped midway leaves the finished seeds in --out, marked incomplete."""
+    spec = importlib.util.spec_from_file_location("bench_linkers_stop", os.path.join(REPO, "bench", "linkers.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def ranker_summary(method, protocol, seed, flags, folder):
+        if seed == 2:
+            raise SystemExit("main.py failed")
+        return {"hits@1": 50.0 + seed, "hits@3": 80.0, "hits@5": 90.0, "mrr": 0.6}
+
+    monkeypatch.setattr(bench, "ranker_summary", ranker_summary)
+    out = tmp_path / "linkers.json"
+    with pytest.raises(SystemExit, match="main.py failed"):
+        bench.main(["--methods", "ghmfc", "--seeds", "0,1,2", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False
+    assert [(r["method"], r["protocol"], r["seeds"]) for r in saved["rows"]] == [
+        ("ghmfc", "leak_free", [0, 1]), ("ghmfc", "original", [0, 1])]
+    assert saved["rows"][0]["hits@1"]["values"] == [50.0, 51.0]

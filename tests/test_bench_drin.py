@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 
 import pytest
@@ -47,6 +48,13 @@ def test_linkers_table_summarises_each_seeds_run(drin_dataset, tmp_path):
         assert row["hits@5"]["mean"] >= row["hits@3"]["mean"] >= row["hits@1"]["mean"]
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
     assert json.loads(out.read_text())["complete"] is True
+    assert rows[0]["dev"]["seeds"] == [] and len(rows[0]["dev"]["hits@1"]["values"]) == 1
+    for row in rows[1:]:  # the dev figures of the checkpoint each run tested
+        assert row["dev"]["seeds"] == [0, 1] and all(0 <= v <= 100 for v in row["dev"]["hits@1"]["values"])
+        assert all(0 < v <= 1 for v in row["dev"]["mrr"]["values"])
+    dev_table = bench.markdown_dev(rows).splitlines()
+    assert len(dev_table) == 4 and dev_table[3].startswith("| DRIN | ")  # the original protocol's row is left out
+    assert f"| {rows[1]['dev']['hits@1']['mean']:.2f} ± " in dev_table[3]
     table = bench.markdown(rows).splitlines()
     assert len(table) == 5 and table[2].startswith("| retriever | leak_free | ") and "| – |" in table[2]
     assert table[3].startswith("| DRIN | leak_free | ")
@@ -69,10 +77,44 @@ def test_linkers_keeps_the_seeds_finished_before_a_failure(tmp_path, monkeypatch
 
     monkeypatch.setattr(bench, "ranker_summary", ranker_summary)
     out = tmp_path / "linkers.json"
+    keep = tmp_path / "runs"
     with pytest.raises(SystemExit, match="main.py failed"):
-        bench.main(["--methods", "ghmfc", "--seeds", "0,1,2", "--out", str(out)])
+        bench.main(["--methods", "ghmfc", "--seeds", "0,1,2", "--out", str(out), "--keep", str(keep)])
+    assert sorted(os.listdir(keep)) == ["ghmfc-seed0", "ghmfc-seed1", "ghmfc-seed2"]
+    assert sorted(os.listdir(keep / "ghmfc-seed0")) == ["leak_free", "original"]
     saved = json.loads(out.read_text())
     assert saved["complete"] is False
     assert [(r["method"], r["protocol"], r["seeds"]) for r in saved["rows"]] == [
         ("ghmfc", "leak_free", [0, 1]), ("ghmfc", "original", [0, 1])]
     assert saved["rows"][0]["hits@1"]["values"] == [50.0, 51.0]
+
+
+def test_linkers_gemel_family_reports_test_and_dev(drin_dataset, tiny_dataset, tiny_opt_dir, tmp_path):
+    """One GEMEL checkpoint gives the GEMEL, fused and fused_drin rows, each with its dev figures."""
+    from tiny import tiny_run_flags
+
+    spec = importlib.util.spec_from_file_location("bench_linkers_gemel", os.path.join(REPO, "bench", "linkers.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shutil.copytree(drin_dataset["folder"], tmp_path / "data" / "tiny")
+    flags = tiny_run_flags(tiny_dataset, tiny_opt_dir, tmp_path, data_dir=str(tmp_path / "data"))
+    rows = bench.main(["--methods", "gemel,fused,fused_drin", "--seeds", "0", "--out", str(tmp_path / "g.json"),
+                       "--keep", str(tmp_path / "runs"), "--", *flags, "--train_epoch", "0"])
+    assert [(r["method"], r["protocol"]) for r in rows] == [("gemel", "leak_free"), ("gemel", "original"),
+                                                            ("fused", "leak_free"), ("fused_drin", "leak_free")]
+    kept = tmp_path / "runs" / "gemel+fused+fused_drin-seed0"
+    for row in rows:
+        assert row["seeds"] == [0]
+        assert row["dev"]["seeds"] == [0] if row["protocol"] == "leak_free" else "dev" not in row
+    gemel_dev = json.load(open(kept / "leak_free_dev.summary.json"))
+    assert rows[0]["dev"]["hits@1"]["values"] == [gemel_dev["accuracy"]]
+    fused = json.load(open(kept / "fused.summary.json"))
+    assert rows[2]["dev"]["mrr"]["values"] == [fused["fusion_dev"]["mrr"]]
+    assert rows[2]["hits@1"]["values"] == [fused["accuracy"]]
+    steps = (kept / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 7  # GEMEL, its dev, test and gold-added test passes, the fused one, DRIN, fused with DRIN
+    (kept / "fused_drin.summary.json").unlink()
+    (kept / "steps.jsonl").write_text("\n".join(steps[:-1]) + "\n")  # as if stopped during the last step
+    again = bench.main(["--methods", "gemel,fused,fused_drin", "--seeds", "0", "--out", str(tmp_path / "h.json"),
+                        "--keep", str(tmp_path / "runs"), "--", *flags, "--train_epoch", "0"])
+    assert again == rows and (kept / "steps.jsonl").read_text().splitlines() == steps  # only the last step ran

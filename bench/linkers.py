@@ -44,8 +44,9 @@ DEV_SHOWN = ("hits@1", "mrr")  # every linker reports these on dev (the fused on
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="drin",
-                   help="comma-separated: retriever, gemel, fused, fused_drin and/or " + ", ".join(RANKERS))
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated: retriever, gemel, fused, fused_drin and/or {', '.join(RANKERS)} (default "
+                        "drin; with --render, the rows shown and their order, default all)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated --random_seed values")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "linkers.json"))
     p.add_argument("--render", nargs="+", default=None, metavar="JSON",
@@ -98,8 +99,8 @@ GEMEL_FAMILY = ("gemel", "fused", "fused_drin")  # the linkers computed from one
 def gemel_summaries(seed, flags, folder, methods):
     """{(method, protocol): test summary} of one trained GEMEL checkpoint among the same candidates: GEMEL's own
     under both protocols ("gemel"), fused with the retriever ("fused") and also with a DRIN trained with the same
-    seed ("fused_drin"), weights chosen on dev. Each summary holds its dev figures under "dev" (the fused ones are
-    those the weights were chosen on)."""
+    seed ("fused_drin"; that DRIN's own figures are a "drin" row), weights chosen on dev. Each summary holds its dev
+    figures under "dev" (the fused ones: those the weights were chosen on)."""
     script(["main.py", "--random_seed", str(seed), "--no-do_test", *flags], folder)
 
     def infe(name, *extra):
@@ -123,7 +124,11 @@ def gemel_summaries(seed, flags, folder, methods):
         out[("fused", "leak_free")] = fused("fused")
     if "fused_drin" in methods:
         script(["main.py", "--method", "drin", "--random_seed", str(seed), *data_flags(flags)], folder)
-        ranker = metrics_rows(folder, "drin_")[-1]["checkpoint"]  # the checkpoint DRIN tested
+        rows = metrics_rows(folder, "drin_")
+        ranker = rows[-1]["checkpoint"]  # the checkpoint DRIN tested
+        saved = [row for row in rows if "saved" in row]
+        out[("drin", "leak_free")] = {**rows[-1]["test"],
+                                      "dev": {"hits@1": saved[-1]["dev_hits@1"], "mrr": saved[-1]["dev_mrr"]}}
         out[("fused_drin", "leak_free")] = fused("fused_drin", "--fusion_ranker", ranker)
     return out
 
@@ -202,24 +207,35 @@ def spread(values):
     return {"mean": statistics.mean(values), "std": statistics.pstdev(values), "values": values}
 
 
-def merged(rows):
-    """Rows of several outputs, those of one (method, protocol) joined: their seeds and values together."""
+def merged(rows, methods=None):
+    """Rows of several outputs, those of one (method, protocol) joined: their seeds and values together, a seed
+    already there kept from the earlier output (the same command and seed is the same run). `methods`: only these,
+    in this order."""
     out = {}
     for row in rows:
         key = (row["method"], row["protocol"])
+        if methods is not None and row["method"] not in methods:
+            continue
         if key not in out:
             out[key] = json.loads(json.dumps(row))
             continue
-        joined = out[key]
-        joined["seeds"] = joined["seeds"] + row["seeds"]
-        for name in SHOWN:
-            joined[name] = spread(joined[name]["values"] + row[name]["values"])
+        join(out[key], row, SHOWN)
         if "dev" in row:
-            dev = joined.setdefault("dev", {"seeds": [], **{name: spread([]) for name in DEV_SHOWN}})
-            dev["seeds"] = dev["seeds"] + row["dev"]["seeds"]
-            for name in DEV_SHOWN:
-                dev[name] = spread(dev[name]["values"] + row["dev"][name]["values"])
-    return list(out.values())
+            join(out[key].setdefault("dev", {"seeds": [], **{name: spread([]) for name in DEV_SHOWN}}), row["dev"],
+                 DEV_SHOWN)
+    joined = list(out.values())
+    return joined if methods is None else sorted(joined, key=lambda row: methods.index(row["method"]))
+
+
+def join(joined, row, names):
+    """Add the seeds of `row` that `joined` lacks, with their values (a row without seeds, one deterministic
+    evaluation, adds nothing to one that has its values)."""
+    new = [i for i, seed in enumerate(row["seeds"]) if seed not in joined["seeds"]]
+    if not row["seeds"] and not joined[names[0]]["values"]:
+        new = list(range(len(row[names[0]]["values"])))
+    joined["seeds"] = joined["seeds"] + [row["seeds"][i] for i in new if row["seeds"]]
+    for name in names:
+        joined[name] = spread(joined[name]["values"] + [row[name]["values"][i] for i in new])
 
 
 def figure(figures, key, digits):
@@ -262,10 +278,12 @@ def markdown_dev(rows):
 def main(argv=None):
     args = parse_args(argv)
     if args.render:
-        rows = merged([row for path in args.render for row in json.load(open(path, encoding="utf-8"))["rows"]])
+        methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+        rows = merged([row for path in args.render for row in json.load(open(path, encoding="utf-8"))["rows"]],
+                      methods)
         print(markdown_dev(rows) if args.dev else markdown(rows))
         return rows
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.methods or "drin").split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {}  # (method, protocol) -> [(seed or None, test summary)]
     if args.keep:

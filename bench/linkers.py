@@ -171,18 +171,25 @@ def dev_figures(summary):
 
 
 def command_of(method, protocol, flags):
-    joined = " ".join(flags)
+    joined, data = " ".join(flags), " ".join(data_flags(flags))
     if method == "fused":
-        return f"python main.py {joined}; python infe.py --fusion dev {joined}".strip()
-    if method == "fused_drin":
-        return (f"python main.py {joined}; python main.py --method drin {' '.join(data_flags(flags))}; python infe.py "
-                f"--fusion dev --fusion_ranker checkpoint/drin_<dataset>_tt-ti-it-ii_dynamic.pt {joined}").strip()
-    if method == "retriever":
-        return f"python infe.py --method retriever {' '.join(data_flags(flags))}".strip()
-    if method == "gemel":
+        command = f"python main.py {joined}; python infe.py --fusion dev {joined}"
+    elif method == "fused_drin":
+        command = (f"python main.py {joined}; python main.py --method drin {data}; python infe.py --fusion dev "
+                   f"--fusion_ranker checkpoint/drin_<dataset>_tt-ti-it-ii_dynamic.pt {joined}")
+    elif method == "retriever":
+        command = f"python infe.py --method retriever {data}"
+    elif method == "gemel":
         gold = " --candidates_with_gold" if protocol == "original" else ""
-        return f"python main.py {' '.join(flags)}; python infe.py --use_candidates{gold} {' '.join(flags)}".strip()
-    return f"python main.py --method {method} --protocol {protocol} {' '.join(flags)}".strip()
+        command = f"python main.py {joined}; python infe.py --use_candidates{gold} {joined}"
+    else:
+        command = f"python main.py --method {method} --protocol {protocol} {joined}"
+    return tidy(command)
+
+
+def tidy(command):
+    """A command as a user types it: single spaces, none before a ';'."""
+    return " ".join(command.split()).replace(" ;", ";")
 
 
 def table_rows(runs, flags):
@@ -253,7 +260,7 @@ def markdown(rows):
         cells = [figure(row, k, 3 if k == "mrr" else 2) for k in SHOWN]
         seeds = ",".join(map(str, row["seeds"])) or "–"
         lines.append(f"| {NAMES.get(row['method'], row['method'])} | {row['protocol']} | {' | '.join(cells)} | "
-                     f"{seeds} | `{row['command']}` |")
+                     f"{seeds} | `{tidy(row['command'])}` |")
     return "\n".join(lines)
 
 
@@ -271,7 +278,7 @@ def markdown_dev(rows):
         cells = [figure(dev, "hits@1", 2), figure(dev, "mrr", 3), figure(row, "hits@1", 2), figure(row, "hits@5", 2),
                  figure(row, "mrr", 3)]
         lines.append(f"| {NAMES.get(row['method'], row['method'])} | {' | '.join(cells)} | {seeds} | "
-                     f"`{row['command']}` |")
+                     f"`{tidy(row['command'])}` |")
     return "\n".join(lines)
 
 

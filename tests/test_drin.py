@@ -11,8 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from mel.drin.data import DrinSplit, EntityTable, make_batch, resolve_slots
-from mel.drin.model import (DRIN, DrinBatch, GCNLayer, gold_ranks, initial_edges, per_mention_triplet_loss,
-                            released_triplet_loss)
+from mel.drin.model import (
+    DRIN,
+    DrinBatch,
+    GCNLayer,
+    gold_ranks,
+    initial_edges,
+    per_mention_triplet_loss,
+    released_triplet_loss,
+)
 from mel.errors import DataError
 from mel.io.datasets import read_split
 

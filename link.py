@@ -32,7 +32,6 @@ protocol the checkpoint was trained under: no gold exists to append.
 """
 import dataclasses
 import json
-import math
 import os
 
 import numpy as np
@@ -43,7 +42,7 @@ from mel.errors import DataError
 from mel.gemel.evaluation import EvalSettings, decode, predicts_nil
 from mel.gemel.experiment import check_candidates_in_tree, load_experiment
 from mel.io.atomic import write_jsonl
-from mel.io.datasets import load_image_features, read_jsonl_objects
+from mel.io.datasets import is_finite_number, load_image_features, read_jsonl_objects
 from mel.runs import files as runs
 from mel.runs.checkpoints import load_projector_checkpoint, read_projector_checkpoint
 from mel.runs.logs import project_logger
@@ -101,9 +100,7 @@ def to_example(row, index, at):
             raise DataError(f"{at}: `{key}` must be a string, got {json.dumps(row[key])}")
     scores = row.get("candidate_scores")
     if scores is not None and not (isinstance(candidates, list) and isinstance(scores, list)
-                                   and len(scores) == len(candidates) and all(
-                                       isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                       for v in scores)):
+                                   and len(scores) == len(candidates) and all(is_finite_number(v) for v in scores)):
         raise DataError(f"{at}: `candidate_scores` must be one finite number per candidate (the retriever's scores)")
     return {"text": text, "mention": mention, "target": "", "line": index + 1, "candidates": candidates,
             "candidate_scores": scores, "at": at}
@@ -216,18 +213,13 @@ def link_fused(args, exp, split, settings, ckpt, rows, where, base):
     scores, the retriever's (`candidate_scores`, else minus the list position) and the ranker's."""
     from mel.drin.linking import args_for, rank_candidates
     from mel.fusion.run import fusion_for
-    from mel.fusion.scores import assemble, lm_scores
-    from mel.fusion.weights import fused_scores, ranking
+    from mel.fusion.scores import assemble, lm_scores, retriever_row
+    from mel.fusion.weights import ranked_entries
 
     device = next(exp.model.linear.parameters()).device
     chosen, ranker, _ = fusion_for(args, exp, settings, ckpt, device)
     lm, lengths = lm_scores(exp, split, settings)
-    retrieved = {}
-    for ex in split.examples:
-        values = ex["candidate_scores"] or [-float(i) for i in range(len(ex["candidates"]))]
-        retrieved[ex["line"]] = {}
-        for name, value in zip(ex["candidates"], values):
-            retrieved[ex["line"]].setdefault(name, float(value))
+    retrieved = {ex["line"]: retriever_row(ex["candidates"], ex["candidate_scores"]) for ex in split.examples}
     ranked = None
     if chosen.ranker:
         ranker_args = args_for(ranker, args)
@@ -235,13 +227,8 @@ def link_fused(args, exp, split, settings, ckpt, rows, where, base):
                   zip(split.examples, rank_candidates(ranker_args, rows, where, base, split.examples, image_features,
                                                       image_path))}
     scores = assemble("input", split.examples, split.candidates, lm, lengths, retrieved, ranked)
-    fused, order = fused_scores(scores, chosen), ranking(scores, chosen)
-    linked = []
-    for i, (row, ex) in enumerate(zip(rows, split.examples)):
-        entities = [{"name": scores.names[i][j], "score": float(fused[i, j]), **scores.signals_of(i, j)}
-                    for j in order[i] if scores.mask[i, j]]
-        linked.append({**row, "mention": ex["mention"], "entities": entities[:args.top_k or len(entities)]})
-    return linked
+    return [{**row, "mention": ex["mention"], "entities": entities[:args.top_k or len(entities)]}
+            for row, ex, entities in zip(rows, split.examples, ranked_entries(scores, chosen))]
 
 
 def link_with_ranker(args, rows, where, base, examples, output):

@@ -21,7 +21,7 @@ from mel.drin.features import (
     per_key,
     read_captions,
 )
-from mel.drin.run import ARCHITECTURE, LEAK_FREE, NAMES, make_model, score
+from mel.drin.run import ARCHITECTURE, LEAK_FREE, NAMES, make_model, ranker_config, score
 from mel.errors import DataError
 from mel.models.loading import pick_device
 from mel.runs import files as runs
@@ -77,10 +77,7 @@ def rank_candidates(args, rows, where, base, examples, image_features, image_pat
 def args_for(checkpoint, args):
     """The flags rank_candidates reads, for a ranker checkpoint named by path (link.py's --fusion_ranker): its own
     training flags from its config JSON, the data and devices of `args`."""
-    config = runs.checkpoint_config(checkpoint)
-    if config.get("method") not in ARCHITECTURE:
-        raise DataError(f"--fusion_ranker {checkpoint}: its config JSON names no ranker method (drin, ghmfc, melhi); "
-                        f"give a checkpoint `python main.py --method drin` wrote, with its .json beside it")
+    config = ranker_config(checkpoint)
     return SimpleNamespace(**{**config, "best_ckpt": checkpoint, "ckpt_dir": os.path.dirname(checkpoint),
                               "preprocess_dir": None, "dataset": args.dataset, "dataset_dir": args.dataset_dir,
                               "device": args.device, "cache_dir": args.cache_dir, "clip_model": args.clip_model,

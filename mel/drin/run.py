@@ -101,6 +101,15 @@ def make_model(method, dims, config, args):
                 edge_type=config["edge_type"], vector_edges=config["vector_edges"], mention_mean=args.mention_mean)
 
 
+def ranker_config(checkpoint, flag="--fusion_ranker"):
+    """The config JSON beside a ranker checkpoint given by path (`flag` names where), checked to name its method."""
+    config = runs.checkpoint_config(checkpoint)
+    if config.get("method") not in ARCHITECTURE:
+        raise DataError(f"{flag} {checkpoint}: its config JSON names no ranker method (drin, ghmfc, melhi); give a "
+                        f"checkpoint `python main.py --method drin` wrote, with its .json beside it")
+    return config
+
+
 def check_token_states(method, split):
     """GHMFC and MEL-HI read the sentence's token states: a dataset folder's features must hold them."""
     if method != "drin" and getattr(split, "tokens", True) is None:

@@ -5,7 +5,8 @@ import time
 
 from mel.errors import DataError
 from mel.fusion.scores import collect
-from mel.fusion.weights import Fusion, choose_on_dev, fused_scores, ranking
+from mel.fusion.weights import Fusion, choose_on_dev, ranked_entries
+from mel.gemel.evaluation import ranked_record, summarize
 from mel.gemel.experiment import check_candidates_in_tree
 from mel.retrieval.candidates import candidates_path, read_candidates, with_gold
 from mel.runs import files as runs
@@ -68,21 +69,10 @@ def fusion_for(args, exp, settings, checkpoint, device):
 def evaluate_fused(exp, name, fusion, ranker, settings, device):
     """(records, summary) of split `name` ranked by fused scores: GEMEL's record format, each ranked entry with its
     signals, and Hits@k for every k up to the longest list."""
-    from mel.gemel.evaluation import summarize
-
     start = time.perf_counter()
     split = candidate_split(exp, name)
     scores = collect(exp, split, settings, ranker, device)
-    fused, order = fused_scores(scores, fusion), ranking(scores, fusion)
-    records = []
-    for i, ex in enumerate(split.examples):
-        ranked = [{"name": scores.names[i][j], "score": float(fused[i, j]), **scores.signals_of(i, j)}
-                  for j in order[i] if scores.mask[i, j]]
-        names = [entry["name"] for entry in ranked]
-        records.append({"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],
-                        "prediction": names[0], "correct": names[0] == ex["target"], "score": ranked[0]["score"],
-                        "rank": names.index(ex["target"]) + 1 if ex["target"] in names else None,
-                        "ranked": ranked})
+    records = [ranked_record(ex, ranked) for ex, ranked in zip(split.examples, ranked_entries(scores, fusion))]
     summary = {**summarize(records, int(scores.mask.sum(1).max()), time.perf_counter() - start),
                "fusion": fusion.as_dict(), "fusion_ranker": ranker}
     logger.info(f"{name}, fused {fusion.as_dict()}: Hits@1 {summary['accuracy']:.2f}  MRR {summary['mrr']:.4f}")

@@ -3,7 +3,6 @@ candidates with as many beams as the longest list, so that no candidate is prune
 the retriever's (the candidate file's `scores`) and a trained ranker's (a DRIN, GHMFC or MEL-HI checkpoint)."""
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,8 +10,7 @@ import torch
 
 from mel.decoding.beam_search import FELL_OFF_TREE_SCORE
 from mel.errors import DataError
-from mel.io.datasets import read_jsonl_objects
-from mel.retrieval.candidates import candidates_path
+from mel.retrieval.candidates import candidates_path, read_candidate_scores
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +68,19 @@ def lm_scores(exp, split, settings):
 def retriever_scores(path, lines):
     """{line: {name: score}} from the candidate file's `scores`; where a listed line has none, every line's
     retriever score is minus its list position (the file's order is the retriever's ranking)."""
-    rows = {row["line"]: row for _, row in read_jsonl_objects(path) if row.get("line") in lines}
-    scored = all(isinstance(row.get("scores"), list) and len(row["scores"]) == len(row["candidates"])
-                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                         for v in row["scores"])
-                 for row in rows.values())
+    rows = {line: row for line, row in read_candidate_scores(path).items() if line in lines}
+    scored = all(values is not None for _, values in rows.values())
     if not scored:
         logger.info(f"{path}: not every line has finite `scores`; the retriever's score is minus the list position")
+    return {line: retriever_row(names, values if scored else None) for line, (names, values) in rows.items()}
+
+
+def retriever_row(names, values):
+    """{name: the retriever's score} of one list: `values`, or minus the list position where None; a name listed
+    twice keeps its first (best) score."""
     out = {}
-    for line, row in rows.items():
-        values = row["scores"] if scored else [-float(i) for i in range(len(row["candidates"]))]
-        out[line] = {}
-        for name, value in zip(row["candidates"], values):
-            out[line].setdefault(name, float(value))  # a name listed twice keeps its first (best) score
+    for name, value in zip(names, values if values is not None else [-float(i) for i in range(len(names))]):
+        out.setdefault(name, float(value))
     return out
 
 
@@ -90,14 +88,10 @@ def ranker_scores(checkpoint, dataset_dir, dataset, split_name, examples, device
     """{line: {name: score}} of a DRIN, GHMFC or MEL-HI checkpoint among the split's candidate lists, leak-free
     (scores as link.py computes them), from the dataset folder's `prepare.py drin` features."""
     from mel.drin.data import DrinSplit, EntityTable
-    from mel.drin.run import ARCHITECTURE, LEAK_FREE, NAMES, check_token_states, make_model, score
-    from mel.runs import files as runs
+    from mel.drin.run import ARCHITECTURE, LEAK_FREE, NAMES, check_token_states, make_model, ranker_config, score
     from mel.runs.checkpoints import load_model_checkpoint, read_model_checkpoint
 
-    method = runs.checkpoint_config(checkpoint).get("method")
-    if method not in ARCHITECTURE:
-        raise DataError(f"--fusion_ranker {checkpoint}: its config JSON names no ranker method (drin, ghmfc, melhi); "
-                        f"give a checkpoint `python main.py --method drin` wrote, with its .json beside it")
+    method = ranker_config(checkpoint)["method"]
     saved = read_model_checkpoint(checkpoint, ARCHITECTURE[method], NAMES[method])
     split = DrinSplit.load(dataset_dir, dataset, split_name, examples, EntityTable.load(dataset_dir, dataset),
                            gold_slot=False, training=False)
@@ -120,9 +114,8 @@ def collect(exp, split, settings, ranker=None, device=None):
     if split.candidates is None:
         raise DataError("fused scores need candidate lists: pass --use_candidates (prepare.py candidates builds them)")
     args = exp.args
-    lines = {ex["line"] for ex in split.examples}
     lm, lengths = lm_scores(exp, split, settings)
-    retrieved = retriever_scores(candidates_path(args.dataset_dir, split.name), lines)
+    retrieved = retriever_scores(candidates_path(args.dataset_dir, split.name), {ex["line"] for ex in split.examples})
     ranked = None
     if ranker is not None:
         ranked = ranker_scores(ranker, args.dataset_dir, args.dataset, split.name, split.examples,

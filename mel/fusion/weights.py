@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mel.errors import DataError
+from mel.io.datasets import is_finite_number
 
 SIGNALS = ("lm", "retriever", "ranker")
 WEIGHT_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -52,8 +53,7 @@ class Fusion:
     def from_dict(cls, stored, source):
         """The fusion a checkpoint's config stores, checked."""
         if not isinstance(stored, dict) or set(stored) != {*SIGNALS, "length_penalty"} or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                for v in stored.values()):
+                is_finite_number(v) and v >= 0 for v in stored.values()):
             raise DataError(f"{source}: the stored fusion weights must map lm, retriever, ranker and length_penalty to "
                             f"numbers >= 0, got {stored!r}; choose them again with `--fusion dev`")
         return cls(**{k: float(v) for k, v in stored.items()})
@@ -76,7 +76,19 @@ def fused_scores(scores, fusion):
 
 def ranking(scores, fusion):
     """(N, C) slot order per example, best first; equal scores keep the list's order (the retriever's ranking)."""
-    return np.argsort(-fused_scores(scores, fusion), axis=1, kind="stable")
+    return _best_first(fused_scores(scores, fusion))
+
+
+def _best_first(fused):
+    return np.argsort(-fused, axis=1, kind="stable")
+
+
+def ranked_entries(scores, fusion):
+    """Per example its candidates best first, each {"name", "score": the fused one, and each signal's score}."""
+    fused = fused_scores(scores, fusion)
+    order = _best_first(fused)
+    return [[{"name": scores.names[i][j], "score": float(fused[i, j]), **scores.signals_of(i, j)}
+             for j in order[i] if scores.mask[i, j]] for i in range(len(scores.names))]
 
 
 def hits_and_mrr(scores, fusion):

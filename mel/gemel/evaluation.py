@@ -129,13 +129,16 @@ def _check_finite(ex, ranked, split_name):
                             f"{score} (a float16 overflow?); rerun with --dtype float32 or bfloat16")
 
 
+def ranked_record(ex, ranked):
+    """GEMEL's record of an example from its ranked entries ({"name", "score", ...}, best first)."""
+    names = [entry["name"] for entry in ranked]
+    return {"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],
+            "prediction": names[0], "correct": names[0] == ex["target"], "score": ranked[0]["score"],
+            "rank": names.index(ex["target"]) + 1 if ex["target"] in names else None, "ranked": ranked}
+
+
 def _record(ex, ranked, demos, nil_threshold=None):
-    names = [name for name, _ in ranked]
-    prediction, score = ranked[0]
-    record = {"line": ex["line"], "text": ex["text"], "mention": ex["mention"], "target": ex["target"],
-              "prediction": prediction, "correct": prediction == ex["target"], "score": float(score),
-              "rank": names.index(ex["target"]) + 1 if ex["target"] in names else None,
-              "ranked": [{"name": name, "score": float(s)} for name, s in ranked],
+    record = {**ranked_record(ex, [{"name": name, "score": float(s)} for name, s in ranked]),
               "demonstrations": [int(d) for d in demos]}
     return _with_nil(record, nil_threshold)
 

@@ -2,6 +2,7 @@
 mention embeddings. Every bad line, key or row is a DataError naming it.
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -42,6 +43,11 @@ def read_split(path, keep_nil=False):
         ex["line"] = line_no
         examples.append(ex)
     return examples
+
+
+def is_finite_number(value):
+    """Whether a JSON value is a finite number (true and false are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_jsonl_objects(path):

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from mel.errors import DataError
-from mel.io.datasets import NIL, read_jsonl_objects
+from mel.io.datasets import NIL, is_finite_number, read_jsonl_objects
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,17 @@ def read_candidates(path, examples, alternative="or drop --use_candidates"):
                             f"the split is {ex['mention']!r}: the file belongs to another split or version of it; "
                             f"rebuild it with `python prepare.py candidates`")
     return {ex["line"]: found[ex["line"]] for ex in examples}
+
+
+def read_candidate_scores(path):
+    """{split line: (its candidates, the retriever's score of each or None)} of a candidate file: a line's `scores`
+    (optional) count where they give one finite number per candidate."""
+    out = {}
+    for _, row in read_jsonl_objects(path):
+        names, values = row.get("candidates") or [], row.get("scores")
+        given = isinstance(values, list) and len(values) == len(names) and all(is_finite_number(v) for v in values)
+        out[row.get("line")] = (names, [float(v) for v in values] if given else None)
+    return out
 
 
 def with_gold(candidates, examples):

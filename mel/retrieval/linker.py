@@ -8,8 +8,8 @@ import torch
 
 from mel.errors import DataError
 from mel.io.atomic import write_json, write_jsonl
-from mel.io.datasets import read_jsonl_objects, read_split
-from mel.retrieval.candidates import candidates_path, read_candidates
+from mel.io.datasets import read_split
+from mel.retrieval.candidates import candidates_path, read_candidate_scores, read_candidates
 from mel.runs import files as runs
 from mel.runs.metrics import log_summary, ranking_summary
 
@@ -25,7 +25,7 @@ def evaluate_retriever(args):
         raise DataError(f"{split_file}: no non-NIL examples to evaluate")
     path = candidates_path(args.dataset_dir, args.split)
     lists = read_candidates(path, examples, alternative="then evaluate the retriever")
-    scores = read_scores(path)
+    scores = {line: values for line, (_, values) in read_candidate_scores(path).items() if values is not None}
     out = args.predictions_file or os.path.join(args.ckpt_dir, f"retriever_{args.dataset}.infe.{args.split}"
                                                                f".predictions.jsonl")
     with runs.claim_output(out, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
@@ -54,13 +54,3 @@ def retriever_ranking(examples, lists, scores, ks):
                "protocol": "leak_free", **ranking_summary(ranks, ks)}
     return summary, records
 
-
-def read_scores(path):
-    """{split line: the retriever's scores} where the file gives a number per candidate (optional)."""
-    scores = {}
-    for _, row in read_jsonl_objects(path):
-        values = row.get("scores")
-        if isinstance(values, list) and len(values) == len(row["candidates"]) \
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            scores[row["line"]] = [float(v) for v in values]
-    return scores

@@ -9,7 +9,6 @@ output file unless told --overwrite. While a run (or an evaluation, or a linking
 of its files (mel/runs/lock.py): a second process is refused, --overwrite of a live run too.
 """
 import json
-import math
 import os
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 
 from mel.errors import DataError
 from mel.io.atomic import check_writable, remove_stale_temps, torch_save
+from mel.io.datasets import is_finite_number
 from mel.io.safeload import torch_load
 from mel.models.registry import model_tag
 from mel.runs.lock import RunLock
@@ -264,8 +264,7 @@ def stored_nil_threshold(checkpoint):
         raise DataError(f"{config_file}: no NIL threshold stored; train with `python main.py --keep_nil "
                         f"--nil_threshold dev`, or pass --nil_threshold dev / a number")
     value = config["chosen_nil_threshold"]
-    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                  and math.isfinite(value)):
+    if value is not None and not is_finite_number(value):
         raise DataError(f"{config_file}: key 'chosen_nil_threshold' is {json.dumps(value)}, not a finite number or "
                         f"null; pass --nil_threshold dev / a number, or choose it again with main.py")
     return value

@@ -32,7 +32,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mel.errors import DataError  # noqa: E402
 from mel.io.atomic import write_json  # noqa: E402
+from mel.runs.lock import RunLock  # noqa: E402
 
 RANKERS = ("drin", "ghmfc", "melhi")
 NAMES = {"retriever": "retriever", "gemel": "GEMEL", "drin": "DRIN", "ghmfc": "GHMFC", "melhi": "MEL-HI",
@@ -84,13 +86,17 @@ def metrics_rows(folder, prefix=""):
     return [json.loads(line) for line in open(os.path.join(folder, "log", log), encoding="utf-8")]
 
 
-def ranker_summary(method, protocol, seed, flags, folder):
-    """The test summary of one training run, with the dev figures of the checkpoint it tested under "dev"."""
-    script(["main.py", "--method", method, "--protocol", protocol, "--random_seed", str(seed), *flags], folder)
-    rows = metrics_rows(folder)
+def tested(rows):
+    """A ranker run's test summary from its metrics log, with the dev figures of the checkpoint it tested under
+    "dev"."""
     saved = [row for row in rows if "saved" in row]
     dev = {"dev": {"hits@1": saved[-1]["dev_hits@1"], "mrr": saved[-1]["dev_mrr"]}} if saved else {}
     return {**rows[-1]["test"], **dev}
+
+
+def ranker_summary(method, protocol, seed, flags, folder):
+    script(["main.py", "--method", method, "--protocol", protocol, "--random_seed", str(seed), *flags], folder)
+    return tested(metrics_rows(folder))
 
 
 GEMEL_FAMILY = ("gemel", "fused", "fused_drin")  # the linkers computed from one trained GEMEL checkpoint
@@ -125,11 +131,8 @@ def gemel_summaries(seed, flags, folder, methods):
     if "fused_drin" in methods:
         script(["main.py", "--method", "drin", "--random_seed", str(seed), *data_flags(flags)], folder)
         rows = metrics_rows(folder, "drin_")
-        ranker = rows[-1]["checkpoint"]  # the checkpoint DRIN tested
-        saved = [row for row in rows if "saved" in row]
-        out[("drin", "leak_free")] = {**rows[-1]["test"],
-                                      "dev": {"hits@1": saved[-1]["dev_hits@1"], "mrr": saved[-1]["dev_mrr"]}}
-        out[("fused_drin", "leak_free")] = fused("fused_drin", "--fusion_ranker", ranker)
+        out[("drin", "leak_free")] = tested(rows)
+        out[("fused_drin", "leak_free")] = fused("fused_drin", "--fusion_ranker", rows[-1]["checkpoint"])
     return out
 
 
@@ -185,6 +188,20 @@ def command_of(method, protocol, flags):
     else:
         command = f"python main.py --method {method} --protocol {protocol} {joined}"
     return tidy(command)
+
+
+@contextlib.contextmanager
+def kept_folder(folder):
+    """A --keep folder, owned by this benchmark while it runs (another one started on it is refused in one line)."""
+    try:
+        lock = RunLock(folder, "this kept benchmark folder", "give another --keep").acquire()
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    with lock:
+        if os.path.exists(folder):
+            print(f"continuing {folder}: the steps its steps.jsonl records are not run again", flush=True)
+        os.makedirs(folder, exist_ok=True)
+        yield folder
 
 
 def tidy(command):
@@ -297,13 +314,7 @@ def main(argv=None):
         os.makedirs(args.keep, exist_ok=True)
 
     def seed_folder(name):
-        if not args.keep:
-            return tempfile.TemporaryDirectory()
-        folder = os.path.join(args.keep, name)
-        if os.path.exists(folder):
-            print(f"continuing {folder}: the steps its steps.jsonl records are not run again", flush=True)
-        os.makedirs(folder, exist_ok=True)
-        return contextlib.nullcontext(folder)
+        return tempfile.TemporaryDirectory() if not args.keep else kept_folder(os.path.join(args.keep, name))
 
     start = time.time()
 

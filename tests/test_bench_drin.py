@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from mel.runs.lock import RunLock
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -94,6 +96,9 @@ def test_linkers_keeps_the_seeds_finished_before_a_failure(tmp_path, monkeypatch
     assert [(r["method"], r["protocol"], r["seeds"]) for r in saved["rows"]] == [
         ("ghmfc", "leak_free", [0, 1]), ("ghmfc", "original", [0, 1])]
     assert saved["rows"][0]["hits@1"]["values"] == [50.0, 51.0]
+    with RunLock(keep / "ghmfc-seed0", "a kept folder", "wait"):  # another benchmark working in it now
+        with pytest.raises(SystemExit, match="ghmfc-seed0.lock: this kept benchmark folder belongs to a live process"):
+            bench.main(["--methods", "ghmfc", "--seeds", "0", "--out", str(tmp_path / "b.json"), "--keep", str(keep)])
 
 
 def test_linkers_gemel_family_reports_test_and_dev(drin_dataset, tiny_dataset, tiny_opt_dir, tmp_path):

@@ -51,7 +51,7 @@ def evaluate_into(args, processes, ckpt, state, out, summary_file):
     exp = load_experiment(args, list(dict.fromkeys(["dev", args.split] if needs_dev else [args.split])), processes)
     load_projector_checkpoint(exp.model.linear, ckpt, state)
     logger.info(f"Loaded {ckpt}")
-    if fusion.wanted(args):
+    if runs.fusion_requested(args):
         return evaluate_fused_into(args, exp, settings, ckpt, out, summary_file)
     if args.nil_threshold == "dev":
         settings = nil_threshold_on_dev(exp, settings)

@@ -172,7 +172,7 @@ def run(args):
 
 
 def link(args, rows, where, base, examples, output):
-    fused = args.fusion != "none" or args.fusion_weights is not None
+    fused = runs.fusion_requested(args)
     if fused and examples[0]["candidates"] is None:
         raise DataError(f"{where[0]}: --fusion ranks each mention's candidates: give `candidates` on every line")
     if args.fusion == "dev":

@@ -243,7 +243,7 @@ def train_and_test(args, processes, files):
                             **{f"test_{k}": v for k, v in test.summary.items() if k != "accuracy"},
                             "checkpoint": files.checkpoint})
         result["test_acc"] = test.accuracy
-    if fusion.wanted(args):
+    if runs.fusion_requested(args):
         result.update(fuse(args, exp, settings, files, state, metrics))
     metrics.close()
     logger.info(json.dumps(result))

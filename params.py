@@ -20,6 +20,7 @@ from mel.fusion.weights import Fusion
 from mel.images.clip import DEFAULT_CLIP_MODEL, DEFAULT_IMG_FEAT, SPLITS
 from mel.models.registry import DATASET_PRESETS, ENCODER_REGISTRY, MODEL_REGISTRY, PAPER_PRESET, preset
 from mel.retrieval.candidates import RETRIEVERS
+from mel.runs.files import fusion_requested
 from mel.runs.logs import project_logger, setup_logging
 
 logger = project_logger("params")
@@ -246,7 +247,7 @@ def check_gemel_args(args, parser):
                      f"got {args.train_epoch}")
     if args.ICL_examples_num < 0:
         parser.error(f"--ICL_examples_num must be >= 0, got {args.ICL_examples_num}")
-    fused = args.fusion != "none" or args.fusion_weights is not None
+    fused = fusion_requested(args)
     if args.candidates_with_gold and not (args.use_candidates or fused):
         parser.error("--candidates_with_gold needs --use_candidates (or --fusion)")
     if (args.use_candidates or fused) and args.decoding == "reference":

@@ -22,10 +22,6 @@ def stored(fusion, ranker, dev):
     return {"weights": fusion.as_dict(), "ranker": ranker, "dev": dev}
 
 
-def wanted(args):
-    return args.fusion != "none" or args.fusion_weights is not None
-
-
 def candidate_split(exp, name):
     """The experiment's split `name` with its candidate lists (read now when it was loaded without them)."""
     split = exp.splits[name]

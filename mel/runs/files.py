@@ -186,10 +186,15 @@ def summary_path(predictions):
     return os.path.splitext(predictions)[0] + ".summary.json"
 
 
+def fusion_requested(args):
+    """Whether GEMEL's flags ask for fused candidate scores (--fusion dev|checkpoint or --fusion_weights)."""
+    return args.fusion != "none" or args.fusion_weights is not None
+
+
 def evaluation_outputs(args, ckpt):
     """(predictions JSONL, summary JSON, held RunLock) of `infe.py` for this checkpoint and split (claim_output)."""
     tag = f".{args.protocol}" if args.method != "gemel" else ""
-    if args.method == "gemel" and (args.fusion != "none" or args.fusion_weights is not None):
+    if args.method == "gemel" and fusion_requested(args):
         tag = ".fused"
     predictions = args.predictions_file or os.path.splitext(ckpt)[0] + f".infe.{args.split}{tag}.predictions.jsonl"
     lock = claim_output(predictions, args.overwrite, "--predictions_file", "the results of an earlier evaluation",
